@@ -1,0 +1,1 @@
+//! Extension protocol (BEP 10).

@@ -1,0 +1,3 @@
+//! Tracker wire formats.
+pub mod http;
+pub mod udp;

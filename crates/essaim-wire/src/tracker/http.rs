@@ -1,0 +1,1 @@
+//! HTTP tracker formats (BEP 3, BEP 23).

@@ -1,0 +1,1 @@
+//! UDP tracker packets (BEP 15).

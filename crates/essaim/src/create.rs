@@ -1,0 +1,1 @@
+//! Making .torrent files.
