@@ -1,1 +1,491 @@
-fn main() {}
+//! `essaim`: the command-line BitTorrent node.
+//!
+//! Subcommands: `create`, `info`, `get`, `seed`, `tracker`, `demo`.
+
+mod demo;
+mod progress;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use essaim::create::{create_torrent, parse_size, CreateOptions};
+use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle};
+use essaim::torrent::TorrentState;
+use essaim_core::{Magnet, Metainfo};
+
+#[derive(Parser)]
+#[command(
+    name = "essaim",
+    version,
+    about = "A peer-to-peer file-sharing node (BitTorrent)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a .torrent of a file or a folder.
+    Create {
+        path: PathBuf,
+        /// Tracker URL; repeat for several (one tier each).
+        #[arg(short = 't', long = "tracker")]
+        trackers: Vec<String>,
+        /// Piece size: bytes or with a unit (256KiB, 1MiB). Default: from the total size.
+        #[arg(long)]
+        piece_size: Option<String>,
+        /// Output file (default: NAME.torrent in the current folder).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        private: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Show what a .torrent holds.
+    Info {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Print only the magnet link.
+        #[arg(long)]
+        magnet: bool,
+    },
+    /// Download a torrent or magnet link, then seed it.
+    Get {
+        /// A .torrent file or a magnet link.
+        source: String,
+        /// Folder to download into (default: the current folder).
+        #[arg(short = 'o', long, default_value = ".")]
+        output: PathBuf,
+        /// Stop as soon as all data is verified.
+        #[arg(long)]
+        no_seed: bool,
+        /// Stop seeding at this upload/download ratio.
+        #[arg(long)]
+        seed_ratio: Option<f64>,
+        /// Stop seeding after this long (90s, 30m, 2h).
+        #[arg(long, value_parser = parse_duration)]
+        seed_time: Option<Duration>,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Check existing data and seed it.
+    Seed {
+        file: PathBuf,
+        /// The folder holding the torrent's content.
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Run a small in-memory HTTP tracker.
+    Tracker {
+        #[arg(long, default_value = "0.0.0.0:6969")]
+        listen: SocketAddr,
+    },
+    /// A local swarm on 127.0.0.1: one seeder, several leechers, no internet.
+    Demo {
+        /// Number of leechers.
+        #[arg(long, default_value_t = 5)]
+        leechers: usize,
+        /// Size of the sample data (e.g. 32MiB).
+        #[arg(long, default_value = "32MiB")]
+        size: String,
+        /// The seeder's upload cap (e.g. 8MiB), so that leechers must share.
+        #[arg(long, default_value = "8MiB")]
+        seed_upload: String,
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// A peer to connect to (IP:PORT); repeatable.
+    #[arg(long = "peer")]
+    peers: Vec<SocketAddr>,
+    /// Listening port (if taken, the next free one; 0: any).
+    #[arg(long, default_value_t = 6881)]
+    port: u16,
+    /// Upload cap in bytes per second (e.g. 1MiB).
+    #[arg(long)]
+    upload_limit: Option<String>,
+    /// Download cap in bytes per second.
+    #[arg(long)]
+    download_limit: Option<String>,
+    /// Print only the essentials (no progress bar).
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ESSAIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Create {
+            path,
+            trackers,
+            piece_size,
+            output,
+            private,
+            comment,
+        } => create(&path, trackers, piece_size, output, private, comment)
+            .map(|()| ExitCode::SUCCESS),
+        Command::Info { file, json, magnet } => {
+            info(&file, json, magnet).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Get {
+            source,
+            output,
+            no_seed,
+            seed_ratio,
+            seed_time,
+            net,
+        } => {
+            let (metainfo, mut peers) = load_source(&source)?;
+            peers.extend(net.peers.iter().copied());
+            transfer(
+                metainfo, output, peers, &net, !no_seed, seed_ratio, seed_time,
+            )
+            .await
+        }
+        Command::Seed { file, data, net } => {
+            let metainfo = load_torrent(&file)?;
+            transfer(metainfo, data, net.peers.clone(), &net, true, None, None).await
+        }
+        Command::Tracker { listen } => {
+            // TEMP(tracker): until the tracker server lands.
+            bail!("tracker on {listen}: not built yet")
+        }
+        Command::Demo {
+            leechers,
+            size,
+            seed_upload,
+            quiet,
+        } => {
+            let size = parse_size(&size).map_err(anyhow::Error::msg)?;
+            let seed_upload = parse_size(&seed_upload).map_err(anyhow::Error::msg)?;
+            demo::run(leechers, size, seed_upload, quiet).await
+        }
+    }
+}
+
+fn create(
+    path: &Path,
+    trackers: Vec<String>,
+    piece_size: Option<String>,
+    output: Option<PathBuf>,
+    private: bool,
+    comment: Option<String>,
+) -> Result<()> {
+    let piece_length = match piece_size {
+        Some(s) => {
+            let n = parse_size(&s).map_err(anyhow::Error::msg)?;
+            Some(u32::try_from(n).context("piece size too large")?)
+        }
+        None => None,
+    };
+    let opts = CreateOptions {
+        piece_length,
+        trackers: trackers.into_iter().map(|t| vec![t]).collect(),
+        private,
+        comment,
+        created_by: Some(concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned()),
+        creation_date: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs() as i64),
+    };
+    let bar = progress::bytes_bar(0, false);
+    let bytes = create_torrent(path, &opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
+    bar.finish_and_clear();
+    let meta = Metainfo::from_bytes(&bytes).context("the torrent made does not parse")?;
+    let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.info.name)));
+    std::fs::write(&out, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "{}: {} in {} pieces of {}, infohash {}",
+        out.display(),
+        progress::human_bytes(meta.info.total_length()),
+        meta.info.pieces.len(),
+        progress::human_bytes(u64::from(meta.info.piece_length)),
+        meta.info_hash
+    );
+    Ok(())
+}
+
+fn load_torrent(path: &Path) -> Result<Metainfo> {
+    let bytes = read_capped(path, 64 * 1024 * 1024)?;
+    Metainfo::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid torrent", path.display()))
+}
+
+/// Reads a file, refusing one larger than `cap` (a .torrent is small).
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut buf = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if buf.len() as u64 > cap {
+        bail!(
+            "{} is larger than {} bytes: not a torrent",
+            path.display(),
+            cap
+        );
+    }
+    Ok(buf)
+}
+
+fn load_source(source: &str) -> Result<(Metainfo, Vec<SocketAddr>)> {
+    if source.starts_with("magnet:") {
+        let magnet = Magnet::parse(source).context("bad magnet link")?;
+        let peers: Vec<SocketAddr> = magnet.peers.iter().filter_map(|p| p.parse().ok()).collect();
+        if magnet.trackers.is_empty() && peers.is_empty() {
+            bail!("this magnet link names no tracker (tr=) and no peer (x.pe=); the DHT is not there yet");
+        }
+        bail!("magnet links need metadata exchange (BEP 9), which this build does not do yet; use a .torrent file")
+    }
+    Ok((load_torrent(Path::new(source))?, Vec::new()))
+}
+
+fn info(path: &Path, json: bool, magnet_only: bool) -> Result<()> {
+    let m = load_torrent(path)?;
+    if magnet_only {
+        println!("{}", m.magnet());
+        return Ok(());
+    }
+    let files: Vec<(String, u64)> = m
+        .info
+        .files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| {
+            let p = f.path.join("/");
+            (
+                if m.info.multi_file {
+                    format!("{}/{p}", m.info.name)
+                } else {
+                    p
+                },
+                f.length,
+            )
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "name": m.info.name,
+            "info_hash": m.info_hash.to_hex(),
+            "total_size": m.info.total_length(),
+            "piece_size": m.info.piece_length,
+            "piece_count": m.info.pieces.len(),
+            "private": m.info.private,
+            "files": files.iter().map(|(p, l)| serde_json::json!({"path": p, "size": l})).collect::<Vec<_>>(),
+            "trackers": m.trackers,
+            "creation_date": m.creation_date,
+            "created_by": m.created_by,
+            "comment": m.comment,
+            "magnet": m.magnet(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("name:        {}", m.info.name);
+    println!("infohash:    {}", m.info_hash);
+    println!(
+        "size:        {} ({} bytes)",
+        progress::human_bytes(m.info.total_length()),
+        m.info.total_length()
+    );
+    println!(
+        "pieces:      {} of {}",
+        m.info.pieces.len(),
+        progress::human_bytes(u64::from(m.info.piece_length))
+    );
+    if m.info.private {
+        println!("private:     yes");
+    }
+    if let Some(d) = m.creation_date {
+        println!("created:     {d} (unix time)");
+    }
+    if let Some(c) = &m.created_by {
+        println!("created by:  {c}");
+    }
+    if let Some(c) = &m.comment {
+        println!("comment:     {c}");
+    }
+    for (i, tier) in m.trackers.iter().enumerate() {
+        println!("tracker {}:   {}", i + 1, tier.join(", "));
+    }
+    println!("files:");
+    for (p, l) in &files {
+        println!("  {p} ({})", progress::human_bytes(*l));
+    }
+    println!("magnet:      {}", m.magnet());
+    Ok(())
+}
+
+fn session_config(net: &NetArgs) -> Result<SessionConfig> {
+    let limit = |s: &Option<String>| -> Result<Option<u64>> {
+        s.as_deref()
+            .map(|s| parse_size(s).map_err(anyhow::Error::msg))
+            .transpose()
+    };
+    Ok(SessionConfig {
+        port: net.port,
+        upload_limit: limit(&net.upload_limit)?,
+        download_limit: limit(&net.download_limit)?,
+        ..SessionConfig::default()
+    })
+}
+
+/// `get` and `seed`: run one torrent until done (see the flags).
+async fn transfer(
+    metainfo: Metainfo,
+    output: PathBuf,
+    peers: Vec<SocketAddr>,
+    net: &NetArgs,
+    seed: bool,
+    seed_ratio: Option<f64>,
+    seed_time: Option<Duration>,
+) -> Result<ExitCode> {
+    std::fs::create_dir_all(&output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let session = Session::new(session_config(net)?).await?;
+    println!("listening on {}", session.local_addr());
+    let total = metainfo.info.total_length();
+    let name = metainfo.info.name.clone();
+    let handle = session.add_torrent(AddTorrent {
+        metainfo,
+        output_dir: output,
+        peers,
+    })?;
+    let bar = progress::TorrentBar::new(total, net.quiet);
+    let outcome = tokio::select! {
+        o = drive(&handle, &bar, seed, seed_ratio, seed_time) => o,
+        _ = tokio::signal::ctrl_c() => Outcome::Interrupted,
+    };
+    bar.finish();
+    let status = handle.status();
+    session.shutdown().await;
+    match outcome {
+        Outcome::Done => {
+            println!(
+                "{name}: complete, {} verified; uploaded {}",
+                progress::human_bytes(total),
+                progress::human_bytes(status.stats.uploaded)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted => {
+            let complete = status.stats.pieces_have == status.stats.num_pieces;
+            eprintln!(
+                "interrupted: {}/{} pieces verified",
+                status.stats.pieces_have, status.stats.num_pieces
+            );
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(130)
+            })
+        }
+        Outcome::Failed(e) => bail!("{name}: {e}"),
+    }
+}
+
+enum Outcome {
+    Done,
+    Interrupted,
+    Failed(String),
+}
+
+async fn drive(
+    handle: &TorrentHandle,
+    bar: &progress::TorrentBar,
+    seed: bool,
+    seed_ratio: Option<f64>,
+    seed_time: Option<Duration>,
+) -> Outcome {
+    let mut rx = handle.watch();
+    let mut announced_seeding = false;
+    let mut seeding_since = None;
+    loop {
+        let status = rx.borrow_and_update().clone();
+        bar.update(&status);
+        match &status.state {
+            TorrentState::Error(e) => return Outcome::Failed(e.clone()),
+            TorrentState::Stopped => return Outcome::Failed("stopped".into()),
+            TorrentState::Seeding => {
+                if !seed {
+                    return Outcome::Done;
+                }
+                if !announced_seeding {
+                    announced_seeding = true;
+                    seeding_since = Some(std::time::Instant::now());
+                    bar.println("seeding");
+                }
+                let ratio = status.stats.uploaded as f64 / status.total_length.max(1) as f64;
+                if seed_ratio.is_some_and(|r| ratio >= r) {
+                    return Outcome::Done;
+                }
+                if let (Some(t), Some(since)) = (seed_time, seeding_since) {
+                    if since.elapsed() >= t {
+                        return Outcome::Done;
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Wake on a status change, or at least every second for the
+        // seed-time check.
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+    }
+}

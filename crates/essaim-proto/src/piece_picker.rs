@@ -139,10 +139,12 @@ impl PiecePicker {
     /// Picks up to `max` blocks from pieces `peer` has, marks them requested
     /// and returns them. `outstanding(b)` says whether this peer already has
     /// block `b` outstanding (so endgame never asks one peer twice).
+    /// With `allow_new` false no new piece is started (memory budget).
     pub fn pick(
         &mut self,
         peer: &Bitfield,
         max: usize,
+        allow_new: bool,
         outstanding: &dyn Fn(BlockRef) -> bool,
         rng: &mut impl Rng,
     ) -> Vec<BlockRef> {
@@ -165,7 +167,7 @@ impl PiecePicker {
             }
         }
         // 2. New pieces, rarest first with a random tie-break.
-        while out.len() < max {
+        while allow_new && out.len() < max {
             let Some(piece) = self.rarest_new_piece(peer, rng) else {
                 break;
             };
@@ -374,11 +376,11 @@ mod tests {
         for s in ["1111", "1101", "1001"] {
             p.peer_bitfield(&bits(s));
         }
-        let picked = p.pick(&bits("1111"), 1, &none, &mut rng);
+        let picked = p.pick(&bits("1111"), 1, true, &none, &mut rng);
         assert_eq!(picked, vec![BlockRef { piece: 2, block: 0 }]);
         // Piece 2 is partial now (its one block requested); next rarest is 1.
         p.peer_bitfield(&bits("0010"));
-        let next = p.pick(&bits("1111"), 1, &none, &mut rng)[0].piece;
+        let next = p.pick(&bits("1111"), 1, true, &none, &mut rng)[0].piece;
         assert_eq!(next, 1);
     }
 
@@ -388,7 +390,7 @@ mod tests {
         for seed in 0..40 {
             let mut p = picker(8, 1);
             let mut rng = SmallRng::seed_from_u64(seed);
-            seen.insert(p.pick(&bits("11111111"), 1, &none, &mut rng)[0].piece);
+            seen.insert(p.pick(&bits("11111111"), 1, true, &none, &mut rng)[0].piece);
         }
         assert!(seen.len() >= 4, "picks: {seen:?}");
     }
@@ -397,7 +399,7 @@ mod tests {
     fn partial_pieces_first_and_only_what_the_peer_has() {
         let mut p = picker(3, 4);
         let mut rng = SmallRng::seed_from_u64(2);
-        let first = p.pick(&bits("010"), 2, &none, &mut rng);
+        let first = p.pick(&bits("010"), 2, true, &none, &mut rng);
         assert_eq!(
             first,
             vec![
@@ -406,27 +408,27 @@ mod tests {
             ]
         );
         // Another peer with everything continues piece 1 before starting anew.
-        let next = p.pick(&bits("111"), 3, &none, &mut rng);
+        let next = p.pick(&bits("111"), 3, true, &none, &mut rng);
         assert_eq!(next[0], BlockRef { piece: 1, block: 2 });
         assert_eq!(next[1], BlockRef { piece: 1, block: 3 });
         assert_ne!(next[2].piece, 1);
         // A peer with nothing we want gets nothing.
-        assert!(p.pick(&bits("000"), 5, &none, &mut rng).is_empty());
+        assert!(p.pick(&bits("000"), 5, true, &none, &mut rng).is_empty());
     }
 
     #[test]
     fn piece_lifecycle_and_failure() {
         let mut p = picker(2, 2);
         let mut rng = SmallRng::seed_from_u64(3);
-        let picked = p.pick(&bits("10"), 10, &none, &mut rng);
+        let picked = p.pick(&bits("10"), 10, true, &none, &mut rng);
         assert_eq!(picked.len(), 2);
         assert_eq!(p.block_received(picked[0]), BlockReceived::Stored);
         assert_eq!(p.block_received(picked[0]), BlockReceived::Unwanted);
         assert_eq!(p.block_received(picked[1]), BlockReceived::PieceComplete);
         // Pending pieces are not picked again.
-        assert!(p.pick(&bits("10"), 10, &none, &mut rng).is_empty());
+        assert!(p.pick(&bits("10"), 10, true, &none, &mut rng).is_empty());
         p.piece_failed(0);
-        assert_eq!(p.pick(&bits("10"), 10, &none, &mut rng).len(), 2);
+        assert_eq!(p.pick(&bits("10"), 10, true, &none, &mut rng).len(), 2);
         p.block_received(BlockRef { piece: 0, block: 0 });
         p.block_received(BlockRef { piece: 0, block: 1 });
         p.piece_verified(0);
@@ -440,23 +442,23 @@ mod tests {
     fn dropped_requests_are_picked_again() {
         let mut p = picker(1, 2);
         let mut rng = SmallRng::seed_from_u64(4);
-        let picked = p.pick(&bits("1"), 1, &none, &mut rng);
+        let picked = p.pick(&bits("1"), 1, true, &none, &mut rng);
         p.request_dropped(picked[0]);
-        assert_eq!(p.pick(&bits("1"), 1, &none, &mut rng), picked);
+        assert_eq!(p.pick(&bits("1"), 1, true, &none, &mut rng), picked);
     }
 
     #[test]
     fn endgame_duplicates_but_never_to_the_same_peer() {
         let mut p = picker(1, 2);
         let mut rng = SmallRng::seed_from_u64(5);
-        let a = p.pick(&bits("1"), 10, &none, &mut rng);
+        let a = p.pick(&bits("1"), 10, true, &none, &mut rng);
         assert_eq!(a.len(), 2);
         assert!(p.in_endgame());
         // The same peer (which has both outstanding) gets nothing more.
         let mine = |r: BlockRef| a.contains(&r);
-        assert!(p.pick(&bits("1"), 10, &mine, &mut rng).is_empty());
+        assert!(p.pick(&bits("1"), 10, true, &mine, &mut rng).is_empty());
         // Another peer gets duplicates.
-        let b = p.pick(&bits("1"), 10, &none, &mut rng);
+        let b = p.pick(&bits("1"), 10, true, &none, &mut rng);
         assert_eq!(b.len(), 2);
         assert_eq!(p.outstanding_count(b[0]), 2);
         assert_eq!(p.block_received(b[0]), BlockReceived::Stored);
@@ -468,7 +470,7 @@ mod tests {
         let mut p = picker(2, 1);
         let mut rng = SmallRng::seed_from_u64(6);
         p.set_skipped(0);
-        let picked = p.pick(&bits("11"), 10, &none, &mut rng);
+        let picked = p.pick(&bits("11"), 10, true, &none, &mut rng);
         assert_eq!(picked, vec![BlockRef { piece: 1, block: 0 }]);
         p.block_received(picked[0]);
         p.piece_verified(1);

@@ -1,0 +1,124 @@
+//! What the swarm knows of one connected peer (BEP 3 §"peer messages").
+//!
+//! Each side of a connection starts choked and not interested. We track both
+//! directions: our requests to the peer (`outstanding`, answered in order by
+//! well-behaved peers, so kept in a queue) and the peer's requests to us
+//! (`serve_queue`, bounded by [`MAX_SERVE_QUEUE`]).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use essaim_core::Bitfield;
+use essaim_wire::extension::ExtendedHandshake;
+use essaim_wire::peer::BlockRequest;
+
+use crate::choker::RateMeter;
+use crate::piece_picker::BlockRef;
+
+/// Most requests we queue from one peer (we advertise half of it as `reqq`).
+pub const MAX_SERVE_QUEUE: usize = 500;
+/// Most blocks being read and sent to one peer at once.
+pub const MAX_SERVING: u32 = 32;
+/// Fewest and most requests we keep outstanding at one peer.
+pub const MIN_REQUEST_DEPTH: u32 = 16;
+pub const MAX_REQUEST_DEPTH: u32 = 1000;
+
+#[derive(Debug)]
+pub struct PeerState {
+    pub fast: bool,
+    pub extensions: bool,
+    /// Pieces the peer has.
+    pub bitfield: Bitfield,
+    /// Whether a bitfield, have_all or have_none (or a have) was received:
+    /// a bitfield after that is a protocol violation.
+    pub got_pieces_message: bool,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Our requests to the peer, oldest first, with when they were sent.
+    pub outstanding: VecDeque<(BlockRef, Instant)>,
+    /// Pieces the peer allows us to request while choked (BEP 6).
+    pub allowed_fast: Vec<u32>,
+    /// The peer's requests to us, not yet handed to the driver.
+    pub serve_queue: VecDeque<BlockRequest>,
+    /// Blocks handed to the driver and not yet reported sent.
+    pub serving: u32,
+    /// The peer's extended handshake (BEP 10), if received.
+    pub ext: Option<ExtendedHandshake>,
+    pub download: RateMeter,
+    pub upload: RateMeter,
+    pub last_block_at: Instant,
+    pub connected_at: Instant,
+    pub unchoked_since: Option<Instant>,
+    pub snubbed: bool,
+    /// Pieces this peer contributed to that failed their hash check.
+    pub hash_failures: u32,
+    /// Number of pieces the peer has that we want (interest without rescans).
+    pub wanted: u32,
+}
+
+impl PeerState {
+    pub fn new(num_pieces: u32, fast: bool, extensions: bool, now: Instant) -> Self {
+        PeerState {
+            fast,
+            extensions,
+            bitfield: Bitfield::new(num_pieces),
+            got_pieces_message: false,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            outstanding: VecDeque::new(),
+            allowed_fast: Vec::new(),
+            serve_queue: VecDeque::new(),
+            serving: 0,
+            ext: None,
+            download: RateMeter::default(),
+            upload: RateMeter::default(),
+            last_block_at: now,
+            connected_at: now,
+            unchoked_since: None,
+            snubbed: false,
+            hash_failures: 0,
+            wanted: 0,
+        }
+    }
+
+    /// The peer's `reqq` (BEP 10), or the common default of 250.
+    pub fn reqq(&self) -> u32 {
+        self.ext
+            .as_ref()
+            .and_then(|e| e.reqq)
+            .unwrap_or(250)
+            .clamp(1, MAX_REQUEST_DEPTH)
+    }
+
+    /// How many requests to keep outstanding: enough to cover about two
+    /// seconds at the measured rate (rate × round trip, with margin for a
+    /// loaded peer), at least [`MIN_REQUEST_DEPTH`], at most the peer's reqq.
+    pub fn request_depth(&mut self, now: Instant) -> u32 {
+        let rate = self.download.rate(now);
+        let by_rate = (rate * 2 / u64::from(essaim_core::BLOCK_SIZE)) as u32;
+        by_rate.max(MIN_REQUEST_DEPTH).min(self.reqq())
+    }
+
+    pub fn is_outstanding(&self, r: BlockRef) -> bool {
+        self.outstanding.iter().any(|(o, _)| *o == r)
+    }
+
+    /// Removes an outstanding request; returns whether it was there.
+    pub fn take_outstanding(&mut self, r: BlockRef) -> bool {
+        // Answers usually come in order: look at the front first.
+        if let Some(i) = self.outstanding.iter().position(|(o, _)| *o == r) {
+            self.outstanding.remove(i);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn is_seed(&self) -> bool {
+        self.bitfield.is_full()
+    }
+}

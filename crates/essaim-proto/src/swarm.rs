@@ -1,0 +1,897 @@
+//! The swarm: one torrent's state machine over all its peer connections.
+//!
+//! # Contract
+//! The driver owns the sockets, the disk and the clock. It tells the swarm
+//! what happened through `handle_*` methods and then drains
+//! [`Swarm::poll_output`] until it returns `None`, carrying out each
+//! [`Output`] in order:
+//! - `Send`: encode and write the message to that peer;
+//! - `Serve`: read the block from disk and send it as a `piece` message,
+//!   then call [`Swarm::handle_block_sent`];
+//! - `CheckPiece`: hash the data; if it matches write it to disk; then call
+//!   [`Swarm::handle_piece_checked`] (a piece counts as ours only then);
+//! - `Disconnect`: close the connection (and call
+//!   [`Swarm::handle_peer_disconnected`], as for any closed connection).
+//!
+//! [`Swarm::handle_tick`] should be called about once a second: it runs the
+//! choker every 10 s and times out requests of snubbed peers.
+//!
+//! # Invariants
+//! - a block is outstanding at a peer iff it is in that peer's
+//!   `outstanding` queue, and the picker's request count for it equals the
+//!   number of peers that have it outstanding;
+//! - piece data is accepted only for blocks we requested from that peer
+//!   (anything else is dropped, never written);
+//! - memory for partial pieces is bounded by [`SwarmConfig::partial_budget`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use essaim_core::{Bitfield, InfoHash, Layout, BLOCK_SIZE};
+use essaim_wire::extension::{self, ExtendedHandshake, MetadataMessage};
+use essaim_wire::peer::{BlockRequest, Message};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::choker::{Choker, ChokerPeer, RECHOKE_INTERVAL};
+use crate::peer_state::{PeerState, MAX_SERVE_QUEUE, MAX_SERVING};
+use crate::piece_picker::{BlockReceived, BlockRef, PiecePicker};
+
+/// The driver's handle for one connection.
+pub type PeerKey = u64;
+
+/// A peer waiting this long on every request we sent it is snubbed.
+pub const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pieces failed this many times by a peer get it disconnected and banned.
+pub const MAX_HASH_FAILURES: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Regular upload slots (one optimistic slot comes on top).
+    pub upload_slots: usize,
+    /// Bytes of partially downloaded pieces kept in memory at most.
+    pub partial_budget: u64,
+    /// Our client name for the extended handshake (`v`).
+    pub client: String,
+    /// Our listening port for the extended handshake (`p`).
+    pub listen_port: Option<u16>,
+    pub seed: u64,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            upload_slots: 4,
+            partial_budget: 64 * 1024 * 1024,
+            client: concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned(),
+            listen_port: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Why we close a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer broke the protocol (the text says how).
+    Protocol(String),
+    /// The peer sent data that failed hash checks: ban its address.
+    Banned,
+    /// Both sides are seeds, or neither wants anything: nothing to do.
+    Useless,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        peer: PeerKey,
+        msg: Message,
+    },
+    Serve {
+        peer: PeerKey,
+        req: BlockRequest,
+    },
+    CheckPiece {
+        piece: u32,
+        data: Vec<u8>,
+    },
+    Disconnect {
+        peer: PeerKey,
+        reason: DisconnectReason,
+    },
+    /// A piece was verified and is on disk.
+    PieceVerified(u32),
+    /// Every wanted piece is verified and on disk.
+    Completed,
+}
+
+/// Counters for the user interface and trackers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SwarmStats {
+    /// Payload bytes received in blocks we asked for.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Bytes of verified pieces.
+    pub verified: u64,
+    pub pieces_have: u32,
+    pub num_pieces: u32,
+    pub peers: usize,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// Bytes dropped: unrequested, duplicate, or failing the hash.
+    pub wasted: u64,
+    pub hash_failures: u32,
+}
+
+/// Per-peer figures, for the user interface and the demo's table.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerStats {
+    pub key: PeerKey,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub am_choking: bool,
+    pub peer_choking: bool,
+    pub am_interested: bool,
+    pub peer_interested: bool,
+    pub is_seed: bool,
+}
+
+struct PieceBuffer {
+    data: Vec<u8>,
+    contributors: Vec<PeerKey>,
+}
+
+pub struct Swarm {
+    info_hash: InfoHash,
+    layout: Layout,
+    /// Raw `info` bytes, served to peers over ut_metadata (BEP 9).
+    metadata: Option<Bytes>,
+    picker: PiecePicker,
+    peers: HashMap<PeerKey, PeerState>,
+    buffers: HashMap<u32, PieceBuffer>,
+    /// Who sent the blocks of pieces being checked (to blame on a bad hash).
+    pending_contributors: HashMap<u32, Vec<PeerKey>>,
+    choker: Choker,
+    config: SwarmConfig,
+    rng: SmallRng,
+    out: VecDeque<Output>,
+    stats: SwarmStats,
+    last_rechoke: Option<Instant>,
+    completed: bool,
+}
+
+impl Swarm {
+    /// `have` are the pieces already verified on disk.
+    pub fn new(
+        info_hash: InfoHash,
+        layout: Layout,
+        have: Bitfield,
+        metadata: Option<Bytes>,
+        config: SwarmConfig,
+    ) -> Self {
+        let completed = have.is_full();
+        let stats = SwarmStats {
+            num_pieces: layout.num_pieces(),
+            pieces_have: have.count(),
+            verified: have
+                .iter_set()
+                .map(|p| u64::from(layout.piece_size(p).unwrap_or(0)))
+                .sum(),
+            ..SwarmStats::default()
+        };
+        Swarm {
+            info_hash,
+            picker: PiecePicker::new(layout.clone(), have),
+            layout,
+            metadata,
+            peers: HashMap::new(),
+            buffers: HashMap::new(),
+            pending_contributors: HashMap::new(),
+            choker: Choker::new(config.upload_slots),
+            rng: SmallRng::seed_from_u64(config.seed),
+            config,
+            out: VecDeque::new(),
+            stats,
+            last_rechoke: None,
+            completed,
+        }
+    }
+
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+    /// Excludes a piece from downloading (unselected files).
+    pub fn skip_piece(&mut self, piece: u32) {
+        self.picker.set_skipped(piece);
+        self.completed = self.picker.is_complete();
+    }
+
+    /// Largest message a peer may send us, for the framing decoder.
+    pub fn max_message_len(&self) -> u32 {
+        let bitfield = Bitfield::byte_len(self.layout.num_pieces()) as u32 + 1;
+        bitfield.max(BLOCK_SIZE + 13).max(64 * 1024)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn stats(&mut self, now: Instant) -> SwarmStats {
+        let mut s = self.stats;
+        s.peers = self.peers.len();
+        s.download_rate = self.peers.values_mut().map(|p| p.download.rate(now)).sum();
+        s.upload_rate = self.peers.values_mut().map(|p| p.upload.rate(now)).sum();
+        s
+    }
+
+    pub fn peer_stats(&mut self, now: Instant) -> Vec<PeerStats> {
+        self.peers
+            .iter_mut()
+            .map(|(&key, p)| PeerStats {
+                key,
+                downloaded: p.download.total(),
+                uploaded: p.upload.total(),
+                download_rate: p.download.rate(now),
+                upload_rate: p.upload.rate(now),
+                am_choking: p.am_choking,
+                peer_choking: p.peer_choking,
+                am_interested: p.am_interested,
+                peer_interested: p.peer_interested,
+                is_seed: p.is_seed(),
+            })
+            .collect()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn send(&mut self, peer: PeerKey, msg: Message) {
+        self.out.push_back(Output::Send { peer, msg });
+    }
+
+    fn disconnect(&mut self, peer: PeerKey, reason: DisconnectReason) {
+        self.out.push_back(Output::Disconnect { peer, reason });
+    }
+
+    /// A connection finished its handshake. `fast` and `extensions` are the
+    /// BEP 6 and BEP 10 bits both sides set; `peer_ip` is echoed as `yourip`.
+    pub fn handle_peer_connected(
+        &mut self,
+        peer: PeerKey,
+        fast: bool,
+        extensions: bool,
+        peer_ip: Option<std::net::IpAddr>,
+        now: Instant,
+    ) {
+        let state = PeerState::new(self.layout.num_pieces(), fast, extensions, now);
+        self.peers.insert(peer, state);
+        let have = self.picker.have();
+        let msg = if fast && have.is_full() {
+            Message::HaveAll
+        } else if fast && have.none_set() {
+            Message::HaveNone
+        } else if have.none_set() {
+            // Without BEP 6 a peer with nothing may skip the bitfield.
+            Message::KeepAlive
+        } else {
+            Message::Bitfield(Bytes::copy_from_slice(have.as_bytes()))
+        };
+        if msg != Message::KeepAlive {
+            self.send(peer, msg);
+        }
+        if extensions {
+            let hs = ExtendedHandshake {
+                extensions: vec![("ut_metadata".to_owned(), extension::UT_METADATA_ID)],
+                client: Some(self.config.client.clone()),
+                listen_port: self.config.listen_port,
+                reqq: Some((MAX_SERVE_QUEUE / 2) as u32),
+                your_ip: peer_ip,
+                metadata_size: self.metadata.as_ref().map(|m| m.len() as u64),
+            };
+            self.send(
+                peer,
+                Message::Extended {
+                    id: 0,
+                    payload: Bytes::from(hs.encode()),
+                },
+            );
+        }
+    }
+
+    /// A connection closed, for whatever reason.
+    pub fn handle_peer_disconnected(&mut self, peer: PeerKey, now: Instant) {
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        self.picker.peer_gone(&state.bitfield);
+        for (r, _) in state.outstanding {
+            self.picker.request_dropped(r);
+        }
+        if !state.am_choking {
+            // A slot came free.
+            self.fill_slots(now);
+        }
+    }
+
+    /// A block we handed out with `Serve` was written to the peer's socket
+    /// (or could not be: the driver reports it all the same).
+    pub fn handle_block_sent(&mut self, peer: PeerKey, bytes: u32, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.serving = p.serving.saturating_sub(1);
+            p.upload.add(u64::from(bytes), now);
+            self.stats.uploaded += u64::from(bytes);
+        }
+        self.pump_serving(peer);
+    }
+
+    /// The driver hashed a piece from `CheckPiece`: `ok` means the hash
+    /// matched and the data is on disk.
+    pub fn handle_piece_checked(&mut self, piece: u32, ok: bool) {
+        let contributors = self.pending_contributors.remove(&piece).unwrap_or_default();
+        if ok {
+            self.picker.piece_verified(piece);
+            self.stats.pieces_have += 1;
+            self.stats.verified += u64::from(self.layout.piece_size(piece).unwrap_or(0));
+            self.out.push_back(Output::PieceVerified(piece));
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let has = p.bitfield.get(piece);
+                if has {
+                    p.wanted = p.wanted.saturating_sub(1);
+                } else {
+                    self.send(key, Message::Have { piece });
+                }
+                self.update_interest(key);
+            }
+            if self.picker.is_complete() && !self.completed {
+                self.completed = true;
+                self.out.push_back(Output::Completed);
+                let seeds: Vec<PeerKey> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.is_seed())
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in seeds {
+                    self.disconnect(k, DisconnectReason::Useless);
+                }
+            }
+        } else {
+            self.picker.piece_failed(piece);
+            self.stats.hash_failures += 1;
+            self.stats.wasted += u64::from(self.layout.piece_size(piece).unwrap_or(0));
+            for key in contributors {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.hash_failures += 1;
+                    if p.hash_failures >= MAX_HASH_FAILURES {
+                        self.disconnect(key, DisconnectReason::Banned);
+                    }
+                }
+            }
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.fill_requests(key, None);
+        }
+    }
+
+    /// A message arrived from a peer.
+    pub fn handle_message(&mut self, peer: PeerKey, msg: Message, now: Instant) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        if let Err(why) = self.on_message(peer, msg, now) {
+            self.disconnect(peer, DisconnectReason::Protocol(why));
+        }
+    }
+
+    fn on_message(&mut self, peer: PeerKey, msg: Message, now: Instant) -> Result<(), String> {
+        let n = self.layout.num_pieces();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let fast = p.fast;
+        let need_fast = |name: &str| {
+            if fast {
+                Ok(())
+            } else {
+                Err(format!("{name} without the fast extension"))
+            }
+        };
+        match msg {
+            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
+            Message::Choke => {
+                p.peer_choking = true;
+                if !fast {
+                    // BEP 3: a choke discards all pending requests.
+                    let dropped: Vec<BlockRef> = p.outstanding.drain(..).map(|(r, _)| r).collect();
+                    for r in dropped {
+                        self.picker.request_dropped(r);
+                    }
+                }
+            }
+            Message::Unchoke => {
+                p.peer_choking = false;
+                p.last_block_at = now;
+                self.fill_requests(peer, Some(now));
+            }
+            Message::Interested => {
+                p.peer_interested = true;
+                if p.am_choking {
+                    self.fill_slots(now);
+                }
+            }
+            Message::NotInterested => {
+                p.peer_interested = false;
+                p.serve_queue.clear();
+            }
+            Message::Have { piece } => {
+                if piece >= n {
+                    return Err(format!("have for piece {piece} of {n}"));
+                }
+                p.got_pieces_message = true;
+                if p.bitfield.set(piece) {
+                    self.picker.peer_has(piece);
+                    if !self.picker.have().get(piece) {
+                        p.wanted += 1;
+                    }
+                    self.after_pieces_changed(peer, now);
+                }
+            }
+            Message::Bitfield(bytes) => {
+                if p.got_pieces_message {
+                    return Err("bitfield after the first pieces message".into());
+                }
+                let bits = Bitfield::from_bytes(&bytes, n).map_err(|e| e.to_string())?;
+                self.set_peer_bitfield(peer, bits, now);
+            }
+            Message::HaveAll => {
+                need_fast("have_all")?;
+                if p.got_pieces_message {
+                    return Err("have_all after the first pieces message".into());
+                }
+                self.set_peer_bitfield(peer, Bitfield::full(n), now);
+            }
+            Message::HaveNone => {
+                need_fast("have_none")?;
+                if p.got_pieces_message {
+                    return Err("have_none after the first pieces message".into());
+                }
+                p.got_pieces_message = true;
+            }
+            Message::Request(req) => self.on_request(peer, req)?,
+            Message::Cancel(req) => {
+                p.serve_queue.retain(|r| *r != req);
+            }
+            Message::Piece { piece, begin, data } => {
+                self.on_piece(peer, piece, begin, data, now)?
+            }
+            Message::Reject(req) => {
+                need_fast("reject")?;
+                let r = block_ref(&self.layout, req).ok_or("reject of a block we never cut")?;
+                if p.take_outstanding(r) {
+                    self.picker.request_dropped(r);
+                }
+                self.fill_requests(peer, Some(now));
+            }
+            Message::AllowedFast { piece } => {
+                need_fast("allowed_fast")?;
+                if piece < n && !p.allowed_fast.contains(&piece) && p.allowed_fast.len() < 64 {
+                    p.allowed_fast.push(piece);
+                    self.fill_requests(peer, Some(now));
+                }
+            }
+            Message::Suggest { .. } => need_fast("suggest")?,
+            Message::Extended { id, payload } => self.on_extended(peer, id, payload)?,
+        }
+        Ok(())
+    }
+
+    fn set_peer_bitfield(&mut self, peer: PeerKey, bits: Bitfield, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.got_pieces_message = true;
+        self.picker.peer_bitfield(&bits);
+        let have = self.picker.have();
+        p.wanted = bits.iter_set().filter(|&i| !have.get(i)).count() as u32;
+        p.bitfield = bits;
+        if self.completed && p.is_seed() {
+            self.disconnect(peer, DisconnectReason::Useless);
+            return;
+        }
+        self.after_pieces_changed(peer, now);
+    }
+
+    fn after_pieces_changed(&mut self, peer: PeerKey, now: Instant) {
+        self.update_interest(peer);
+        self.fill_requests(peer, Some(now));
+    }
+
+    fn update_interest(&mut self, peer: PeerKey) {
+        let complete = self.picker.is_complete();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let want = p.wanted > 0 && !complete;
+        if want != p.am_interested {
+            p.am_interested = want;
+            let msg = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            self.send(peer, msg);
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerKey, req: BlockRequest) -> Result<(), String> {
+        if !self
+            .layout
+            .is_valid_request(req.piece, req.begin, req.length, BLOCK_SIZE)
+        {
+            return Err(format!(
+                "request out of range: piece {} begin {} length {}",
+                req.piece, req.begin, req.length
+            ));
+        }
+        let have = self.picker.have().get(req.piece);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let refuse = !have || p.am_choking || p.serve_queue.len() >= MAX_SERVE_QUEUE;
+        if refuse {
+            // BEP 6: with the fast extension every refused request is rejected.
+            if p.fast {
+                self.send(peer, Message::Reject(req));
+            }
+            return Ok(());
+        }
+        p.serve_queue.push_back(req);
+        self.pump_serving(peer);
+        Ok(())
+    }
+
+    fn pump_serving(&mut self, peer: PeerKey) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        while p.serving < MAX_SERVING && !p.am_choking {
+            let Some(req) = p.serve_queue.pop_front() else {
+                break;
+            };
+            p.serving += 1;
+            self.out.push_back(Output::Serve { peer, req });
+        }
+    }
+
+    fn on_piece(
+        &mut self,
+        peer: PeerKey,
+        piece: u32,
+        begin: u32,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), String> {
+        let len = data.len() as u32;
+        let Some(r) = block_ref(
+            &self.layout,
+            BlockRequest {
+                piece,
+                begin,
+                length: len,
+            },
+        ) else {
+            // Not a block as we cut them: we never asked for it.
+            self.stats.wasted += u64::from(len);
+            return Ok(());
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        if !p.take_outstanding(r) {
+            // Unrequested (or already cancelled): dropped, never written.
+            self.stats.wasted += u64::from(len);
+            return Ok(());
+        }
+        p.download.add(u64::from(len), now);
+        p.last_block_at = now;
+        p.snubbed = false;
+        self.stats.downloaded += u64::from(len);
+        let duplicates = self.picker.outstanding_count(r) > 1;
+        match self.picker.block_received(r) {
+            BlockReceived::Unwanted => {
+                self.stats.wasted += u64::from(len);
+            }
+            outcome => {
+                let piece_size = self.layout.piece_size(piece).unwrap_or(0) as usize;
+                let buf = self.buffers.entry(piece).or_insert_with(|| PieceBuffer {
+                    data: vec![0; piece_size],
+                    contributors: Vec::new(),
+                });
+                let start = begin as usize;
+                if let Some(dst) = buf.data.get_mut(start..start + data.len()) {
+                    dst.copy_from_slice(&data);
+                }
+                if !buf.contributors.contains(&peer) {
+                    buf.contributors.push(peer);
+                }
+                if duplicates {
+                    self.cancel_elsewhere(r, peer);
+                }
+                if outcome == BlockReceived::PieceComplete {
+                    if let Some(buf) = self.buffers.remove(&piece) {
+                        self.pending_contributors.insert(piece, buf.contributors);
+                        self.out.push_back(Output::CheckPiece {
+                            piece,
+                            data: buf.data,
+                        });
+                    }
+                }
+            }
+        }
+        self.fill_requests(peer, Some(now));
+        Ok(())
+    }
+
+    /// Endgame: the block came from `from`; cancel it at everyone else.
+    fn cancel_elsewhere(&mut self, r: BlockRef, from: PeerKey) {
+        let Some((begin, length)) = self.layout.block(r.piece, r.block) else {
+            return;
+        };
+        let mut cancels = Vec::new();
+        for (&key, p) in self.peers.iter_mut() {
+            if key != from && p.take_outstanding(r) {
+                cancels.push(key);
+            }
+        }
+        for key in cancels {
+            self.send(
+                key,
+                Message::Cancel(BlockRequest {
+                    piece: r.piece,
+                    begin,
+                    length,
+                }),
+            );
+        }
+    }
+
+    fn on_extended(&mut self, peer: PeerKey, id: u8, payload: Bytes) -> Result<(), String> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        if !p.extensions {
+            return Err("extended message without the extension bit".into());
+        }
+        if id == 0 {
+            let hs = ExtendedHandshake::decode(&payload).map_err(|e| e.to_string())?;
+            p.ext = Some(hs);
+            return Ok(());
+        }
+        if id == extension::UT_METADATA_ID {
+            let their_id = p.ext.as_ref().and_then(|e| e.extension_id("ut_metadata"));
+            let msg = MetadataMessage::decode(&payload).map_err(|e| e.to_string())?;
+            if let (MetadataMessage::Request { piece }, Some(their_id)) = (msg, their_id) {
+                let reply = match &self.metadata {
+                    Some(m) => {
+                        let start = piece as usize * extension::METADATA_PIECE_SIZE;
+                        if start < m.len() {
+                            let end = (start + extension::METADATA_PIECE_SIZE).min(m.len());
+                            MetadataMessage::Data {
+                                piece,
+                                total_size: m.len() as u64,
+                                data: m.slice(start..end),
+                            }
+                        } else {
+                            MetadataMessage::Reject { piece }
+                        }
+                    }
+                    None => MetadataMessage::Reject { piece },
+                };
+                self.send(
+                    peer,
+                    Message::Extended {
+                        id: their_id,
+                        payload: Bytes::from(reply.encode()),
+                    },
+                );
+            }
+        }
+        // Other extensions we did not advertise: ignored.
+        Ok(())
+    }
+
+    /// Tops up the requests outstanding at `peer`.
+    fn fill_requests(&mut self, peer: PeerKey, now: Option<Instant>) {
+        let now = match now {
+            Some(n) => n,
+            None => match self.peers.get(&peer) {
+                Some(p) => p.last_block_at,
+                None => return,
+            },
+        };
+        let budget_pieces =
+            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(8) as usize;
+        let over_budget = self.picker.partial_count() >= budget_pieces;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.am_interested || p.snubbed {
+            return;
+        }
+        let depth = p.request_depth(now) as usize;
+        let restricted;
+        let pieces: &Bitfield = if p.peer_choking {
+            if p.allowed_fast.is_empty() {
+                return;
+            }
+            let mut b = Bitfield::new(p.bitfield.len());
+            for &a in &p.allowed_fast {
+                if p.bitfield.get(a) {
+                    b.set(a);
+                }
+            }
+            restricted = b;
+            &restricted
+        } else {
+            &p.bitfield
+        };
+        let want = depth.saturating_sub(p.outstanding.len());
+        if want == 0 {
+            return;
+        }
+        let outstanding = &p.outstanding;
+        let is_mine = |r: BlockRef| outstanding.iter().any(|(o, _)| *o == r);
+        let picked = self
+            .picker
+            .pick(pieces, want, !over_budget, &is_mine, &mut self.rng);
+        let mut msgs = Vec::with_capacity(picked.len());
+        for r in picked {
+            if let Some((begin, length)) = self.layout.block(r.piece, r.block) {
+                p.outstanding.push_back((r, now));
+                msgs.push(Message::Request(BlockRequest {
+                    piece: r.piece,
+                    begin,
+                    length,
+                }));
+            }
+        }
+        for m in msgs {
+            self.send(peer, m);
+        }
+    }
+
+    /// Unchokes interested peers while slots are free, without waiting for
+    /// the next rechoke (a newcomer should not wait ten seconds).
+    fn fill_slots(&mut self, now: Instant) {
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let mut free = (self.config.upload_slots + 1).saturating_sub(unchoked);
+        let waiting: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.am_choking && p.peer_interested)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            if free == 0 {
+                break;
+            }
+            self.set_choke(key, false, now);
+            free -= 1;
+        }
+    }
+
+    fn set_choke(&mut self, peer: PeerKey, choke: bool, now: Instant) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.am_choking == choke {
+            return;
+        }
+        p.am_choking = choke;
+        if choke {
+            p.unchoked_since = None;
+            let rejected: Vec<BlockRequest> = p.serve_queue.drain(..).collect();
+            let fast = p.fast;
+            self.send(peer, Message::Choke);
+            if fast {
+                for r in rejected {
+                    self.send(peer, Message::Reject(r));
+                }
+            }
+        } else {
+            p.unchoked_since = Some(now);
+            self.send(peer, Message::Unchoke);
+        }
+    }
+
+    /// Periodic work: rechoke every 10 s, snub detection.
+    pub fn handle_tick(&mut self, now: Instant) {
+        // Snubbed peers: requests outstanding and nothing for SNUB_TIMEOUT.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in &keys {
+            let Some(p) = self.peers.get_mut(key) else {
+                continue;
+            };
+            if !p.outstanding.is_empty()
+                && now.saturating_duration_since(p.last_block_at) > SNUB_TIMEOUT
+            {
+                p.snubbed = true;
+                let dropped: Vec<BlockRef> = p.outstanding.drain(..).map(|(r, _)| r).collect();
+                let mut cancels = Vec::new();
+                for r in dropped {
+                    self.picker.request_dropped(r);
+                    if let Some((begin, length)) = self.layout.block(r.piece, r.block) {
+                        cancels.push(Message::Cancel(BlockRequest {
+                            piece: r.piece,
+                            begin,
+                            length,
+                        }));
+                    }
+                }
+                for c in cancels {
+                    self.send(*key, c);
+                }
+            }
+        }
+        for key in &keys {
+            self.fill_requests(*key, Some(now));
+        }
+        let due = self
+            .last_rechoke
+            .is_none_or(|t| now.saturating_duration_since(t) >= RECHOKE_INTERVAL);
+        if due {
+            self.last_rechoke = Some(now);
+            self.rechoke(now);
+        }
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        let seeding = self.picker.is_complete();
+        let candidates: Vec<ChokerPeer> = self
+            .peers
+            .iter_mut()
+            .map(|(&key, p)| ChokerPeer {
+                key,
+                interested: p.peer_interested,
+                download_rate: p.download.rate(now),
+                upload_rate: p.upload.rate(now),
+                snubbed: p.snubbed,
+                unchoked_since: p.unchoked_since,
+            })
+            .collect();
+        let unchoke = self.choker.decide(&candidates, seeding, now, &mut self.rng);
+        for c in candidates {
+            self.set_choke(c.key, !unchoke.contains(&c.key), now);
+        }
+    }
+}
+
+/// The block `req` names, if it is a block as we cut them.
+fn block_ref(layout: &Layout, req: BlockRequest) -> Option<BlockRef> {
+    layout
+        .is_our_block(req.piece, req.begin, req.length)
+        .then(|| BlockRef {
+            piece: req.piece,
+            block: req.begin / BLOCK_SIZE,
+        })
+}

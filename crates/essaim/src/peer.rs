@@ -1,0 +1,214 @@
+//! Peer connections: the handshake, and the two tasks that move bytes
+//! between a socket and the torrent's actor.
+//!
+//! - The reader frames messages with a [`MessageDecoder`] whose limit comes
+//!   from the swarm (a length prefix above it drops the peer before anything
+//!   is allocated) and forwards them on the torrent's bounded event channel:
+//!   when the actor is busy, the reader stops reading and TCP pushes back.
+//! - The writer takes [`WriterCmd`]s in order, batches what is queued into
+//!   one buffer per system call, reads served blocks from storage on the
+//!   blocking pool, and reports each served block back so the swarm can
+//!   hand out the next (at most `MAX_SERVING` in flight per peer).
+//! - Timeouts: the handshake must complete in [`HANDSHAKE_TIMEOUT`]; a peer
+//!   silent for [`IDLE_TIMEOUT`] is dropped; we send a keep-alive after
+//!   [`KEEPALIVE_INTERVAL`] of silence on our side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use essaim_core::{InfoHash, PeerId};
+use essaim_proto::swarm::PeerKey;
+use essaim_wire::peer::{BlockRequest, Handshake, Message, MessageDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::rate_limit::Limiter;
+use crate::storage::Storage;
+
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
+/// Bytes gathered into one write at most.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// What a peer's tasks tell the torrent actor.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Message(PeerKey, Message),
+    /// A block from `Serve` went out (or failed to: `bytes` is then 0).
+    Sent(PeerKey, u32),
+    Closed(PeerKey, String),
+}
+
+/// What the torrent actor tells a peer's writer.
+#[derive(Debug)]
+pub enum WriterCmd {
+    Send(Message),
+    Serve(BlockRequest),
+    Close,
+}
+
+/// Reads and checks the remote handshake.
+pub async fn read_handshake(stream: &mut TcpStream) -> std::io::Result<Handshake> {
+    let mut buf = [0u8; Handshake::LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))??;
+    Handshake::decode(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Dials a peer, exchanges handshakes and checks the infohash and that the
+/// peer is not ourselves.
+pub async fn connect(
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    peer_id: PeerId,
+) -> std::io::Result<(TcpStream, Handshake)> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    stream
+        .write_all(&Handshake::new(info_hash, peer_id).encode())
+        .await?;
+    let theirs = read_handshake(&mut stream).await?;
+    if theirs.info_hash != info_hash {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "peer answered with another infohash",
+        ));
+    }
+    if theirs.peer_id == peer_id {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "connected to ourselves",
+        ));
+    }
+    Ok((stream, theirs))
+}
+
+/// Reads messages until the connection ends or breaks the protocol.
+pub async fn run_reader(
+    key: PeerKey,
+    mut read: OwnedReadHalf,
+    max_message_len: u32,
+    events: mpsc::Sender<PeerEvent>,
+    limit: Option<Arc<Limiter>>,
+) {
+    let mut decoder = MessageDecoder::new(max_message_len);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let reason = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(msg)) => {
+                if events.send(PeerEvent::Message(key, msg)).await.is_err() {
+                    return; // the torrent is gone
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break format!("protocol error: {e}"),
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match tokio::time::timeout(IDLE_TIMEOUT, read.read_buf(&mut buf)).await {
+            Err(_) => break "idle timeout".to_owned(),
+            Ok(Ok(0)) => break "closed by peer".to_owned(),
+            Ok(Ok(n)) => {
+                if let Some(l) = &limit {
+                    l.acquire(n).await;
+                }
+            }
+            Ok(Err(e)) => break format!("read error: {e}"),
+        }
+    };
+    let _ = events.send(PeerEvent::Closed(key, reason)).await;
+}
+
+/// Writes what the actor sends, serving blocks from storage.
+pub async fn run_writer(
+    key: PeerKey,
+    mut write: OwnedWriteHalf,
+    mut cmds: mpsc::UnboundedReceiver<WriterCmd>,
+    storage: Arc<Storage>,
+    events: mpsc::Sender<PeerEvent>,
+    limit: Option<Arc<Limiter>>,
+) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    loop {
+        let first = match tokio::time::timeout(KEEPALIVE_INTERVAL, cmds.recv()).await {
+            Err(_) => Some(WriterCmd::Send(Message::KeepAlive)),
+            Ok(cmd) => cmd,
+        };
+        let Some(mut cmd) = first else {
+            break;
+        };
+        let mut served: Vec<u32> = Vec::new();
+        let mut close = false;
+        loop {
+            match cmd {
+                WriterCmd::Send(msg) => msg.encode(&mut buf),
+                WriterCmd::Serve(req) => {
+                    let storage = storage.clone();
+                    let data = tokio::task::spawn_blocking(move || {
+                        storage.read(req.piece, req.begin, req.length)
+                    })
+                    .await;
+                    match data {
+                        Ok(Ok(data)) => {
+                            Message::Piece {
+                                piece: req.piece,
+                                begin: req.begin,
+                                data,
+                            }
+                            .encode(&mut buf);
+                            served.push(req.length);
+                        }
+                        other => {
+                            tracing::warn!(?req, "cannot read block to serve: {other:?}");
+                            served.push(0);
+                        }
+                    }
+                }
+                WriterCmd::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() >= WRITE_BATCH {
+                break;
+            }
+            match cmds.try_recv() {
+                Ok(next) => cmd = next,
+                Err(_) => break,
+            }
+        }
+        if !buf.is_empty() {
+            if let Some(l) = &limit {
+                l.acquire(buf.len()).await;
+            }
+            if let Err(e) = write.write_all(&buf).await {
+                let _ = events
+                    .send(PeerEvent::Closed(key, format!("write error: {e}")))
+                    .await;
+                break;
+            }
+            buf.clear();
+        }
+        for bytes in served {
+            if events.send(PeerEvent::Sent(key, bytes)).await.is_err() {
+                return;
+            }
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = write.shutdown().await;
+}

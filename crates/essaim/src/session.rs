@@ -1,0 +1,342 @@
+//! The session: one listening socket, one peer id, any number of torrents.
+//!
+//! The listener accepts a connection, reads the remote handshake (bounded by
+//! a timeout), answers with ours if the infohash is one of our torrents and
+//! hands the stream to that torrent's actor; unknown infohashes are dropped.
+//! Accepted connections waiting for a handshake are capped by
+//! [`MAX_HALF_OPEN`], so a flood of idle sockets cannot exhaust us.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use essaim_core::{InfoHash, Metainfo, PeerId};
+use essaim_wire::peer::Handshake;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::peer;
+use crate::peer_list::PeerSource;
+use crate::rate_limit::Limiter;
+use crate::torrent::{self, TorrentCmd, TorrentParams, TorrentState, TorrentStatus};
+
+/// Incoming connections still in their handshake, at most.
+pub const MAX_HALF_OPEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub listen_ip: IpAddr,
+    /// 0 lets the OS choose.
+    pub port: u16,
+    /// If the port is taken, try the next ones (up to 100 further).
+    pub port_search: bool,
+    pub peer_id: Option<PeerId>,
+    pub max_peers_per_torrent: usize,
+    /// Regular upload slots per torrent.
+    pub upload_slots: usize,
+    /// Upload cap for the whole session, bytes per second.
+    pub upload_limit: Option<u64>,
+    /// Download cap for the whole session, bytes per second.
+    pub download_limit: Option<u64>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 6881,
+            port_search: true,
+            peer_id: None,
+            max_peers_per_torrent: 50,
+            upload_slots: 4,
+            upload_limit: None,
+            download_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("torrent {0} is already in the session")]
+    Duplicate(InfoHash),
+}
+
+/// What to add to a session.
+#[derive(Debug, Clone)]
+pub struct AddTorrent {
+    pub metainfo: Metainfo,
+    /// The folder the torrent's content goes in (its name is appended).
+    pub output_dir: PathBuf,
+    /// Peers to dial at once (`--peer`, `x.pe=`).
+    pub peers: Vec<SocketAddr>,
+}
+
+struct Inner {
+    peer_id: PeerId,
+    port: u16,
+    config: SessionConfig,
+    torrents: Mutex<HashMap<InfoHash, mpsc::Sender<TorrentCmd>>>,
+    shutdown: watch::Sender<bool>,
+    half_open: AtomicUsize,
+    upload_limit: Option<Arc<Limiter>>,
+    download_limit: Option<Arc<Limiter>>,
+}
+
+pub struct Session {
+    inner: Arc<Inner>,
+    local_addr: SocketAddr,
+    listener: tokio::task::JoinHandle<()>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A torrent in a session.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    info_hash: InfoHash,
+    status: watch::Receiver<TorrentStatus>,
+    cmds: mpsc::Sender<TorrentCmd>,
+}
+
+impl TorrentHandle {
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+    /// The latest status.
+    pub fn status(&self) -> TorrentStatus {
+        self.status.borrow().clone()
+    }
+    /// A receiver that wakes on every status change.
+    pub fn watch(&self) -> watch::Receiver<TorrentStatus> {
+        self.status.clone()
+    }
+    /// Waits until `f` holds for the status (or the torrent ends).
+    pub async fn wait_for(&self, f: impl Fn(&TorrentStatus) -> bool) -> TorrentStatus {
+        let mut rx = self.status.clone();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if f(&s) || matches!(s.state, TorrentState::Error(_) | TorrentState::Stopped) {
+                    return s.clone();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone();
+            }
+        }
+    }
+    pub async fn add_peers(&self, peers: Vec<SocketAddr>) {
+        let _ = self
+            .cmds
+            .send(TorrentCmd::AddPeers(peers, PeerSource::Manual))
+            .await;
+    }
+    /// Stops the torrent (resume data saved, trackers told) and waits for it.
+    pub async fn stop(&self) {
+        let _ = self.cmds.send(TorrentCmd::Stop).await;
+        let mut rx = self.status.clone();
+        while !matches!(
+            rx.borrow_and_update().state,
+            TorrentState::Stopped | TorrentState::Error(_)
+        ) {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Binds the listening port and starts accepting peers.
+    pub async fn new(config: SessionConfig) -> Result<Session, SessionError> {
+        let listener = bind(&config).await?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SessionError::Listen {
+                addr: SocketAddr::new(config.listen_ip, config.port),
+                source,
+            })?;
+        let peer_id = config
+            .peer_id
+            .unwrap_or_else(|| PeerId::generate(rand::random()));
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            peer_id,
+            port: local_addr.port(),
+            torrents: Mutex::new(HashMap::new()),
+            shutdown,
+            half_open: AtomicUsize::new(0),
+            upload_limit: config.upload_limit.map(|r| Arc::new(Limiter::new(r))),
+            download_limit: config.download_limit.map(|r| Arc::new(Limiter::new(r))),
+            config,
+        });
+        let listener = tokio::spawn(accept_loop(listener, inner.clone()));
+        Ok(Session {
+            inner,
+            local_addr,
+            listener,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// Adds a torrent: its data is checked, then it downloads and seeds.
+    pub fn add_torrent(&self, add: AddTorrent) -> Result<TorrentHandle, SessionError> {
+        let info_hash = add.metainfo.info_hash;
+        let (tx, rx) = mpsc::channel(64);
+        {
+            let mut torrents = self
+                .inner
+                .torrents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if torrents.contains_key(&info_hash) {
+                return Err(SessionError::Duplicate(info_hash));
+            }
+            torrents.insert(info_hash, tx.clone());
+        }
+        let status = TorrentStatus {
+            info_hash,
+            name: add.metainfo.info.name.clone(),
+            total_length: add.metainfo.info.total_length(),
+            state: TorrentState::Checking {
+                checked: 0,
+                total: add.metainfo.info.layout.num_pieces(),
+            },
+            stats: Default::default(),
+            peers: Vec::new(),
+            known_peers: HashMap::new(),
+            totals_by_peer: HashMap::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let params = TorrentParams {
+            metainfo: Arc::new(add.metainfo),
+            output_dir: add.output_dir,
+            peers: add.peers,
+            peer_id: self.inner.peer_id,
+            listen_port: self.inner.port,
+            max_peers: self.inner.config.max_peers_per_torrent,
+            upload_slots: self.inner.config.upload_slots,
+            upload_limit: self.inner.upload_limit.clone(),
+            download_limit: self.inner.download_limit.clone(),
+        };
+        let inner = self.inner.clone();
+        let shutdown = self.inner.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            torrent::run(params, rx, status_tx, shutdown).await;
+            inner
+                .torrents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&info_hash);
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        Ok(TorrentHandle {
+            info_hash,
+            status: status_rx,
+            cmds: tx,
+        })
+    }
+
+    /// Stops every torrent (saving resume data, telling trackers) and the listener.
+    pub async fn shutdown(self) {
+        let _ = self.inner.shutdown.send(true);
+        self.listener.abort();
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for t in tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+async fn bind(config: &SessionConfig) -> Result<TcpListener, SessionError> {
+    let tries = if config.port_search && config.port != 0 {
+        100
+    } else {
+        1
+    };
+    let mut last_err = None;
+    for i in 0..tries {
+        let Some(port) = config.port.checked_add(i) else {
+            break;
+        };
+        let addr = SocketAddr::new(config.listen_ip, port);
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_err = Some((addr, e)),
+            Err(source) => return Err(SessionError::Listen { addr, source }),
+        }
+    }
+    let (addr, source) = last_err.unwrap_or_else(|| {
+        (
+            SocketAddr::new(config.listen_ip, config.port),
+            std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        )
+    });
+    Err(SessionError::Listen { addr, source })
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    loop {
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("accept failed: {e}");
+                // Out of file descriptors and the like: don't spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if inner.half_open.fetch_add(1, Ordering::Relaxed) >= MAX_HALF_OPEN {
+            inner.half_open.fetch_sub(1, Ordering::Relaxed);
+            continue; // dropped: too many handshakes in progress
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let res = async {
+                let hs = peer::read_handshake(&mut stream).await.ok()?;
+                if hs.peer_id == inner.peer_id {
+                    return None; // ourselves
+                }
+                let tx = inner
+                    .torrents
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&hs.info_hash)
+                    .cloned()?;
+                let ours = Handshake::new(hs.info_hash, inner.peer_id);
+                stream.write_all(&ours.encode()).await.ok()?;
+                Some((tx, hs))
+            };
+            let res = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, res).await;
+            inner.half_open.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(Some((tx, hs))) = res {
+                let _ = tx.try_send(TorrentCmd::Incoming(stream, addr, hs));
+            }
+        });
+    }
+}

@@ -1,0 +1,648 @@
+//! The torrent actor: one task per torrent owns its [`Swarm`] state machine
+//! and carries out what it asks for.
+//!
+//! Design: everything that touches the torrent's state happens on this
+//! task; peers, the dialer, the tracker announcer and disk jobs talk to it
+//! through channels, so no lock guards engine state. The actor:
+//! 1. opens the storage and loads resume data, or rechecks the files;
+//! 2. loops over peer events, dial results, tracker peers, disk results,
+//!    commands and a one-second tick, feeding each to the swarm and then
+//!    draining the swarm's outputs;
+//! 3. on shutdown saves resume data and closes its peers.
+//!
+//! Disk work runs on the blocking pool: a completed piece is hashed and, if
+//! the hash matches, written there; only then is the swarm told, so a piece
+//! counts only once it is verified and on disk. Resume data is saved every
+//! [`RESUME_INTERVAL`], on completion and on shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use essaim_core::{Bitfield, InfoHash, Metainfo, PeerId};
+use essaim_proto::swarm::{DisconnectReason, Output, PeerKey, Swarm, SwarmConfig, SwarmStats};
+use essaim_wire::peer::Handshake;
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::peer::{self, PeerEvent, WriterCmd};
+use crate::peer_list::{PeerList, PeerSource};
+use crate::rate_limit::Limiter;
+use crate::storage::Storage;
+
+pub const RESUME_INTERVAL: Duration = Duration::from_secs(10);
+/// Dials in progress at once per torrent.
+const MAX_DIALING: usize = 8;
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorrentState {
+    /// Hashing the data already on disk.
+    Checking {
+        checked: u32,
+        total: u32,
+    },
+    Downloading,
+    Seeding,
+    /// Stopped by an error (the text says what and where).
+    Error(String),
+    Stopped,
+}
+
+/// One connected peer, as shown to the user.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    pub client: Option<String>,
+    pub source: PeerSource,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+}
+
+/// A snapshot of a torrent, refreshed about twice a second.
+#[derive(Debug, Clone)]
+pub struct TorrentStatus {
+    pub info_hash: InfoHash,
+    pub name: String,
+    pub total_length: u64,
+    pub state: TorrentState,
+    pub stats: SwarmStats,
+    pub peers: Vec<PeerInfo>,
+    /// Known peer addresses by source.
+    pub known_peers: HashMap<PeerSource, usize>,
+    /// Bytes exchanged with each peer id since the torrent started,
+    /// including peers no longer connected: (downloaded, uploaded).
+    pub totals_by_peer: HashMap<PeerId, (u64, u64)>,
+}
+
+impl TorrentStatus {
+    pub fn is_complete(&self) -> bool {
+        self.state == TorrentState::Seeding
+    }
+}
+
+/// Commands to a torrent's actor.
+#[derive(Debug)]
+pub enum TorrentCmd {
+    /// An incoming connection whose handshake names this torrent; ours was
+    /// already sent back.
+    Incoming(TcpStream, SocketAddr, Handshake),
+    AddPeers(Vec<SocketAddr>, PeerSource),
+    Stop,
+}
+
+pub(crate) struct TorrentParams {
+    pub metainfo: Arc<Metainfo>,
+    pub output_dir: PathBuf,
+    pub peers: Vec<SocketAddr>,
+    pub peer_id: PeerId,
+    pub listen_port: u16,
+    pub max_peers: usize,
+    pub upload_slots: usize,
+    pub upload_limit: Option<Arc<Limiter>>,
+    pub download_limit: Option<Arc<Limiter>>,
+}
+
+struct Conn {
+    addr: SocketAddr,
+    peer_id: PeerId,
+    writer: mpsc::UnboundedSender<WriterCmd>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+enum DialResult {
+    Connected(SocketAddr, TcpStream, Handshake),
+    Failed(SocketAddr, String),
+}
+
+pub(crate) async fn run(
+    params: TorrentParams,
+    mut cmds: mpsc::Receiver<TorrentCmd>,
+    status_tx: watch::Sender<TorrentStatus>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let meta = params.metainfo.clone();
+    let set_state = |state: TorrentState| {
+        status_tx.send_modify(|s| s.state = state);
+    };
+    // 1. Storage and the pieces already there.
+    let storage = {
+        let (root, meta) = (params.output_dir.clone(), meta.clone());
+        match tokio::task::spawn_blocking(move || Storage::open(&root, &meta.info)).await {
+            Ok(Ok(s)) => Arc::new(s),
+            Ok(Err(e)) => return set_state(TorrentState::Error(e.to_string())),
+            Err(e) => return set_state(TorrentState::Error(e.to_string())),
+        }
+    };
+    let have = {
+        let storage = storage.clone();
+        let info_hash = meta.info_hash;
+        let total = meta.info.layout.num_pieces();
+        set_state(TorrentState::Checking { checked: 0, total });
+        let progress_tx = status_tx.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            if let Some(have) = storage.load_resume(&info_hash) {
+                return Ok(have);
+            }
+            let counter = std::sync::atomic::AtomicU32::new(0);
+            storage.recheck(&|_| {
+                let done = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if done % 16 == 0 || done == total {
+                    progress_tx.send_modify(|s| {
+                        s.state = TorrentState::Checking {
+                            checked: done,
+                            total,
+                        }
+                    });
+                }
+            })
+        })
+        .await;
+        match res {
+            Ok(Ok(have)) => have,
+            Ok(Err(e)) => return set_state(TorrentState::Error(e.to_string())),
+            Err(e) => return set_state(TorrentState::Error(e.to_string())),
+        }
+    };
+    let mut actor = Actor::new(params, storage, have, status_tx.clone());
+    actor.run(&mut cmds, shutdown).await;
+}
+
+struct Actor {
+    meta: Arc<Metainfo>,
+    swarm: Swarm,
+    storage: Arc<Storage>,
+    peer_id: PeerId,
+    max_peers: usize,
+    conns: HashMap<PeerKey, Conn>,
+    next_key: PeerKey,
+    peer_list: PeerList,
+    dialing: usize,
+    events_tx: mpsc::Sender<PeerEvent>,
+    events_rx: mpsc::Receiver<PeerEvent>,
+    disk_tx: mpsc::UnboundedSender<(u32, Result<bool, String>)>,
+    disk_rx: mpsc::UnboundedReceiver<(u32, Result<bool, String>)>,
+    dial_tx: mpsc::Sender<DialResult>,
+    dial_rx: mpsc::Receiver<DialResult>,
+    status_tx: watch::Sender<TorrentStatus>,
+    announce_tx: watch::Sender<AnnounceStats>,
+    resume_dirty: bool,
+    last_resume: Instant,
+    error: Option<String>,
+    listen_port: u16,
+    upload_limit: Option<Arc<Limiter>>,
+    download_limit: Option<Arc<Limiter>>,
+    /// Totals of peers that disconnected, by peer id.
+    history: HashMap<PeerId, (u64, u64)>,
+}
+
+impl Actor {
+    fn new(
+        params: TorrentParams,
+        storage: Arc<Storage>,
+        have: Bitfield,
+        status_tx: watch::Sender<TorrentStatus>,
+    ) -> Self {
+        let meta = params.metainfo.clone();
+        let config = SwarmConfig {
+            upload_slots: params.upload_slots,
+            listen_port: Some(params.listen_port),
+            seed: rand::random(),
+            ..SwarmConfig::default()
+        };
+        let swarm = Swarm::new(
+            meta.info_hash,
+            meta.info.layout.clone(),
+            have,
+            Some(bytes::Bytes::from(meta.info_bytes.clone())),
+            config,
+        );
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (disk_tx, disk_rx) = mpsc::unbounded_channel();
+        let (dial_tx, dial_rx) = mpsc::channel(64);
+        let (announce_tx, _) = watch::channel(AnnounceStats::default());
+        let mut peer_list = PeerList::default();
+        for addr in &params.peers {
+            peer_list.add(*addr, PeerSource::Manual);
+        }
+        Actor {
+            meta,
+            swarm,
+            storage,
+            peer_id: params.peer_id,
+            max_peers: params.max_peers,
+            conns: HashMap::new(),
+            next_key: 1,
+            peer_list,
+            dialing: 0,
+            events_tx,
+            events_rx,
+            disk_tx,
+            disk_rx,
+            dial_tx,
+            dial_rx,
+            status_tx,
+            announce_tx,
+            resume_dirty: false,
+            last_resume: Instant::now(),
+            error: None,
+            listen_port: params.listen_port,
+            upload_limit: params.upload_limit,
+            download_limit: params.download_limit,
+            history: HashMap::new(),
+        }
+    }
+
+    fn left(&self) -> u64 {
+        self.meta.info.total_length() - self.swarm_verified()
+    }
+
+    fn swarm_verified(&self) -> u64 {
+        let layout = self.swarm.layout();
+        self.swarm
+            .have()
+            .iter_set()
+            .map(|p| u64::from(layout.piece_size(p).unwrap_or(0)))
+            .sum()
+    }
+
+    async fn run(
+        &mut self,
+        cmds: &mut mpsc::Receiver<TorrentCmd>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // Trackers.
+        let (peers_tx, mut peers_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
+        let want_more = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        self.announce_tx.send_replace(AnnounceStats {
+            uploaded: 0,
+            downloaded: 0,
+            left: self.left(),
+        });
+        let announcer = start_announcer(
+            &self.meta,
+            self.peer_id,
+            self.listen_port,
+            self.announce_tx.subscribe(),
+            peers_tx,
+            want_more.clone(),
+            stop_rx,
+        );
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        self.publish_status();
+        loop {
+            tokio::select! {
+                Some(ev) = self.events_rx.recv() => {
+                    self.on_peer_event(ev);
+                    // Drain what else is queued before the outputs go out.
+                    for _ in 0..256 {
+                        match self.events_rx.try_recv() {
+                            Ok(ev) => self.on_peer_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some((piece, res)) = self.disk_rx.recv() => self.on_disk(piece, res),
+                Some(res) = self.dial_rx.recv() => self.on_dial(res),
+                Some(addrs) = peers_rx.recv() => {
+                    for a in addrs { self.peer_list.add(a, PeerSource::Tracker); }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(TorrentCmd::Incoming(stream, addr, hs)) => self.on_connected(stream, addr, hs, PeerSource::Incoming),
+                    Some(TorrentCmd::AddPeers(addrs, source)) => {
+                        for a in addrs { self.peer_list.add(a, source); }
+                    }
+                    Some(TorrentCmd::Stop) | None => break,
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    let now = Instant::now();
+                    if ticks % 2 == 0 {
+                        self.swarm.handle_tick(now);
+                    }
+                    self.dial_more();
+                    if self.conns.len() < self.max_peers / 2 && !self.swarm.is_complete() {
+                        want_more.notify_one();
+                    }
+                    if self.resume_dirty && now.duration_since(self.last_resume) >= RESUME_INTERVAL {
+                        self.save_resume().await;
+                    }
+                    self.publish_status();
+                }
+                _ = shutdown.changed() => break,
+            }
+            self.drain_outputs();
+            if self.error.is_some() {
+                break;
+            }
+        }
+        // Shutdown: close peers, save resume data, tell the trackers.
+        for (_, c) in self.conns.drain() {
+            let _ = c.writer.send(WriterCmd::Close);
+            c.reader.abort();
+        }
+        if self.resume_dirty {
+            self.save_resume().await;
+        }
+        let _ = stop_tx.send(true);
+        if let Some(a) = announcer {
+            let _ = tokio::time::timeout(Duration::from_secs(6), a).await;
+        }
+        let final_state = match self.error.take() {
+            Some(e) => TorrentState::Error(e),
+            None => TorrentState::Stopped,
+        };
+        self.publish_status();
+        self.status_tx.send_modify(|s| s.state = final_state);
+    }
+
+    fn publish_status(&mut self) {
+        let now = Instant::now();
+        let stats = self.swarm.stats(now);
+        let per_peer = self.swarm.peer_stats(now);
+        let mut totals = self.history.clone();
+        for ps in &per_peer {
+            if let Some(c) = self.conns.get(&ps.key) {
+                let t = totals.entry(c.peer_id).or_insert((0, 0));
+                t.0 += ps.downloaded;
+                t.1 += ps.uploaded;
+            }
+        }
+        let peers = per_peer
+            .iter()
+            .filter_map(|ps| {
+                let c = self.conns.get(&ps.key)?;
+                Some(PeerInfo {
+                    addr: c.addr,
+                    peer_id: c.peer_id,
+                    client: None,
+                    source: self.peer_list.source(&c.addr),
+                    downloaded: ps.downloaded,
+                    uploaded: ps.uploaded,
+                    download_rate: ps.download_rate,
+                    upload_rate: ps.upload_rate,
+                })
+            })
+            .collect();
+        let state = if self.swarm.is_complete() {
+            TorrentState::Seeding
+        } else {
+            TorrentState::Downloading
+        };
+        let known = self.peer_list.counts();
+        self.status_tx.send_modify(|s| {
+            s.state = state;
+            s.stats = stats;
+            s.peers = peers;
+            s.known_peers = known;
+            s.totals_by_peer = totals;
+        });
+        self.announce_tx.send_replace(AnnounceStats {
+            uploaded: stats.uploaded,
+            downloaded: stats.downloaded,
+            left: self.left(),
+        });
+    }
+
+    async fn save_resume(&mut self) {
+        let storage = self.storage.clone();
+        let have = self.swarm.have().clone();
+        let info_hash = self.meta.info_hash;
+        let res = tokio::task::spawn_blocking(move || storage.save_resume(&info_hash, &have)).await;
+        match res {
+            Ok(Ok(())) => {
+                self.resume_dirty = false;
+                self.last_resume = Instant::now();
+            }
+            Ok(Err(e)) => tracing::warn!("cannot save resume data: {e}"),
+            Err(e) => tracing::warn!("cannot save resume data: {e}"),
+        }
+    }
+
+    fn dial_more(&mut self) {
+        let now = Instant::now();
+        let seeding = self.swarm.is_complete();
+        while self.dialing < MAX_DIALING && self.conns.len() + self.dialing < self.max_peers {
+            let connected: Vec<SocketAddr> = self.conns.values().map(|c| c.addr).collect();
+            let Some(addr) = self.peer_list.next_to_dial(now, &connected, seeding) else {
+                break;
+            };
+            self.dialing += 1;
+            let (tx, info_hash, peer_id) =
+                (self.dial_tx.clone(), self.meta.info_hash, self.peer_id);
+            tokio::spawn(async move {
+                let res = match peer::connect(addr, info_hash, peer_id).await {
+                    Ok((stream, hs)) => DialResult::Connected(addr, stream, hs),
+                    Err(e) => DialResult::Failed(addr, e.to_string()),
+                };
+                let _ = tx.send(res).await;
+            });
+        }
+    }
+
+    fn on_dial(&mut self, res: DialResult) {
+        self.dialing = self.dialing.saturating_sub(1);
+        match res {
+            DialResult::Connected(addr, stream, hs) => {
+                self.peer_list.connected(addr);
+                self.on_connected(stream, addr, hs, PeerSource::Manual);
+            }
+            DialResult::Failed(addr, why) => {
+                tracing::debug!(%addr, "dial failed: {why}");
+                self.peer_list.failed(addr, Instant::now());
+            }
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        hs: Handshake,
+        source: PeerSource,
+    ) {
+        if self.conns.len() >= self.max_peers {
+            tracing::debug!(%addr, "peer limit reached, dropping connection");
+            return;
+        }
+        if hs.peer_id == self.peer_id || self.conns.values().any(|c| c.peer_id == hs.peer_id) {
+            tracing::debug!(%addr, "already connected to this peer id");
+            return;
+        }
+        if self.peer_list.is_banned(&addr) {
+            return;
+        }
+        if source == PeerSource::Incoming {
+            self.peer_list.add(addr, PeerSource::Incoming);
+            self.peer_list.connected(addr);
+        }
+        let _ = stream.set_nodelay(true);
+        let key = self.next_key;
+        self.next_key += 1;
+        let (read, write) = stream.into_split();
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(peer::run_reader(
+            key,
+            read,
+            self.swarm.max_message_len(),
+            self.events_tx.clone(),
+            self.download_limit.clone(),
+        ));
+        tokio::spawn(peer::run_writer(
+            key,
+            write,
+            wrx,
+            self.storage.clone(),
+            self.events_tx.clone(),
+            self.upload_limit.clone(),
+        ));
+        self.conns.insert(
+            key,
+            Conn {
+                addr,
+                peer_id: hs.peer_id,
+                writer: wtx,
+                reader,
+            },
+        );
+        let ours = Handshake::new(self.meta.info_hash, self.peer_id);
+        let fast = hs.supports_fast() && ours.supports_fast();
+        let ext = hs.supports_extensions() && ours.supports_extensions();
+        tracing::debug!(%addr, key, "peer connected");
+        self.swarm
+            .handle_peer_connected(key, fast, ext, Some(addr.ip()), Instant::now());
+    }
+
+    fn on_peer_event(&mut self, ev: PeerEvent) {
+        let now = Instant::now();
+        match ev {
+            PeerEvent::Message(key, msg) => self.swarm.handle_message(key, msg, now),
+            PeerEvent::Sent(key, bytes) => self.swarm.handle_block_sent(key, bytes, now),
+            PeerEvent::Closed(key, why) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    tracing::debug!(addr = %c.addr, "peer closed: {why}");
+                    self.remember(key, c.peer_id, now);
+                    let _ = c.writer.send(WriterCmd::Close);
+                    self.peer_list.disconnected(c.addr, now);
+                    self.swarm.handle_peer_disconnected(key, now);
+                }
+            }
+        }
+    }
+
+    /// Keeps a leaving peer's byte counts in the history.
+    fn remember(&mut self, key: PeerKey, peer_id: PeerId, now: Instant) {
+        if let Some(ps) = self
+            .swarm
+            .peer_stats(now)
+            .into_iter()
+            .find(|p| p.key == key)
+        {
+            let t = self.history.entry(peer_id).or_insert((0, 0));
+            t.0 += ps.downloaded;
+            t.1 += ps.uploaded;
+        }
+    }
+
+    fn on_disk(&mut self, piece: u32, res: Result<bool, String>) {
+        match res {
+            Ok(ok) => {
+                if !ok {
+                    tracing::debug!(piece, "piece failed its hash check");
+                }
+                self.swarm.handle_piece_checked(piece, ok);
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(out) = self.swarm.poll_output() {
+            match out {
+                Output::Send { peer, msg } => {
+                    if let Some(c) = self.conns.get(&peer) {
+                        let _ = c.writer.send(WriterCmd::Send(msg));
+                    }
+                }
+                Output::Serve { peer, req } => {
+                    if let Some(c) = self.conns.get(&peer) {
+                        let _ = c.writer.send(WriterCmd::Serve(req));
+                    } else {
+                        self.swarm.handle_block_sent(peer, 0, Instant::now());
+                    }
+                }
+                Output::CheckPiece { piece, data } => {
+                    let storage = self.storage.clone();
+                    let expected = self.meta.info.pieces.get(piece as usize).copied();
+                    let tx = self.disk_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let ok = expected.is_some_and(|h| Sha1::digest(&data)[..] == h[..]);
+                        let res = if ok {
+                            storage
+                                .write_piece(piece, &data)
+                                .map(|()| true)
+                                .map_err(|e| e.to_string())
+                        } else {
+                            Ok(false)
+                        };
+                        let _ = tx.send((piece, res));
+                    });
+                }
+                Output::Disconnect { peer, reason } => {
+                    if let Some(c) = self.conns.remove(&peer) {
+                        tracing::debug!(addr = %c.addr, ?reason, "disconnecting peer");
+                        let _ = c.writer.send(WriterCmd::Close);
+                        c.reader.abort();
+                        let now = Instant::now();
+                        self.remember(peer, c.peer_id, now);
+                        match reason {
+                            DisconnectReason::Banned => self.peer_list.ban(c.addr),
+                            DisconnectReason::Useless => self.peer_list.useless(c.addr),
+                            DisconnectReason::Protocol(_) => self.peer_list.failed(c.addr, now),
+                        }
+                        self.swarm.handle_peer_disconnected(peer, now);
+                    }
+                }
+                Output::PieceVerified(_) => self.resume_dirty = true,
+                Output::Completed => {
+                    tracing::info!(name = %self.meta.info.name, "download complete");
+                    self.resume_dirty = true;
+                    // Saved at the next tick, on the blocking pool.
+                    self.last_resume = Instant::now() - RESUME_INTERVAL;
+                }
+            }
+        }
+    }
+}
+
+/// Counters reported to trackers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnnounceStats {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+}
+
+fn start_announcer(
+    _meta: &Metainfo,
+    _peer_id: PeerId,
+    _port: u16,
+    _stats: watch::Receiver<AnnounceStats>,
+    _peers: mpsc::Sender<Vec<SocketAddr>>,
+    _want_more: Arc<Notify>,
+    _stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}
