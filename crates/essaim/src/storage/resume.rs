@@ -1,0 +1,328 @@
+//! Resume data: which pieces were verified, so a restart need not rehash.
+//!
+//! Saved as bencode at `root/.essaim/<infohash hex>.resume`:
+//!
+//! ```text
+//! { "version": 1, "info-hash": <20 bytes>, "pieces": <count>,
+//!   "have": <bitfield, BEP 3 wire layout>,
+//!   "files": [ { "size": n, "mtime": s, "mtime-ns": ns } | {} (absent), ... ] }
+//! ```
+//!
+//! with one `files` entry per non-padding file, in torrent order, stamped at
+//! save time. The data is trusted only when every file still has the same
+//! size and mtime: pieces written after the last save change their files'
+//! mtimes, so after a crash the resume data is stale and the engine rechecks
+//! — always correct, at the cost of one hash pass. Saving syncs the data
+//! files first, then writes a temporary file, fsyncs it and renames it over
+//! the old one, so a crash leaves either the old or the new version.
+//!
+//! Loading is defensive: the file is read only up to [`MAX_RESUME_SIZE`],
+//! any malformed or inconsistent content yields `None`, never a panic.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use essaim_core::bencode::{self, Value};
+use essaim_core::{Bitfield, InfoHash, OwnedValue};
+
+use super::files::{ensure_dir, STATE_DIR};
+use super::{io_error, Storage, StorageError};
+
+/// Largest resume file read (a bitfield for 2^32 pieces is 512 MiB, but no
+/// real torrent comes close; 64 MiB covers hundreds of millions of pieces).
+pub const MAX_RESUME_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Size and modification time of a data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_secs: i64,
+    pub mtime_nanos: u32,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path`; `None` when it is absent or not a
+    /// regular file (a link is never one of ours).
+    pub fn of(path: &Path) -> io::Result<Option<FileStamp>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => Ok(Some(FileStamp {
+                size: m.len(),
+                mtime_secs: m.mtime(),
+                mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The content of a resume file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub info_hash: InfoHash,
+    /// Pieces verified at save time.
+    pub have: Bitfield,
+    /// One stamp per non-padding file, `None` for a file absent at save time.
+    pub files: Vec<Option<FileStamp>>,
+}
+
+impl Resume {
+    pub fn encode(&self) -> Vec<u8> {
+        let files: Vec<OwnedValue> = self
+            .files
+            .iter()
+            .map(|s| match s {
+                None => OwnedValue::dict(),
+                Some(s) => OwnedValue::dict()
+                    .with("size", i64::try_from(s.size).unwrap_or(i64::MAX))
+                    .with("mtime", s.mtime_secs)
+                    .with("mtime-ns", i64::from(s.mtime_nanos)),
+            })
+            .collect();
+        OwnedValue::dict()
+            .with("version", 1)
+            .with("info-hash", &self.info_hash.0[..])
+            .with("pieces", i64::from(self.have.len()))
+            .with("have", self.have.as_bytes())
+            .with("files", files)
+            .encode()
+    }
+
+    /// Parses a resume file; `None` when anything is malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Resume> {
+        let root = bencode::decode(bytes).ok()?;
+        if root.get(b"version")?.as_int()? != 1 {
+            return None;
+        }
+        let info_hash = InfoHash(root.get(b"info-hash")?.as_bytes()?.try_into().ok()?);
+        let pieces = u32::try_from(root.get(b"pieces")?.as_int()?).ok()?;
+        let have = Bitfield::from_bytes(root.get(b"have")?.as_bytes()?, pieces).ok()?;
+        let files = root
+            .get(b"files")?
+            .as_list()?
+            .iter()
+            .map(decode_stamp)
+            .collect::<Option<Vec<_>>>()?;
+        Some(Resume {
+            info_hash,
+            have,
+            files,
+        })
+    }
+}
+
+/// `Some(None)` for an absent file, `None` when malformed.
+fn decode_stamp(v: &Value<'_>) -> Option<Option<FileStamp>> {
+    if v.as_dict()?.is_empty() {
+        return Some(None);
+    }
+    let size = u64::try_from(v.get(b"size")?.as_int()?).ok()?;
+    let mtime_secs = v.get(b"mtime")?.as_int()?;
+    let mtime_nanos = u32::try_from(v.get(b"mtime-ns")?.as_int()?)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)?;
+    Some(Some(FileStamp {
+        size,
+        mtime_secs,
+        mtime_nanos,
+    }))
+}
+
+impl Storage {
+    /// Where the resume data of `info_hash` lives.
+    pub fn resume_path(&self, info_hash: &InfoHash) -> PathBuf {
+        self.root
+            .join(STATE_DIR)
+            .join(format!("{}.resume", info_hash.to_hex()))
+    }
+
+    /// Stamps of the non-padding files as they are now.
+    fn stamps(&self) -> Result<Vec<Option<FileStamp>>, StorageError> {
+        self.files
+            .iter()
+            .filter_map(|f| f.path.as_ref())
+            .map(|p| FileStamp::of(p).map_err(|e| io_error(p, e)))
+            .collect()
+    }
+
+    /// Whether every file holding a piece of `have` is on disk at its full
+    /// length (`stamps` as from [`Storage::stamps`]).
+    fn files_hold(&self, have: &Bitfield, stamps: &[Option<FileStamp>]) -> bool {
+        let mut stamps = stamps.iter();
+        for (i, f) in self.files.iter().enumerate() {
+            if f.path.is_none() {
+                continue;
+            }
+            let stamp = stamps.next().copied().flatten();
+            if stamp.is_some_and(|s| s.size >= f.length) {
+                continue;
+            }
+            let pieces = self.layout.file_pieces(i).unwrap_or(0..0);
+            if pieces.into_iter().any(|p| have.get(p)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Saves `have` atomically: syncs the data files, writes a temporary
+    /// file, fsyncs it, renames it over the old one and fsyncs the folder.
+    pub fn save_resume(&self, info_hash: &InfoHash, have: &Bitfield) -> Result<(), StorageError> {
+        if have.len() != self.layout.num_pieces() {
+            return Err(StorageError::BadInfo(
+                "bitfield length differs from the torrent",
+            ));
+        }
+        self.sync()?;
+        let resume = Resume {
+            info_hash: *info_hash,
+            have: have.clone(),
+            files: self.stamps()?,
+        };
+        let dir = self.root.join(STATE_DIR);
+        ensure_dir(&dir)?;
+        let path = self.resume_path(info_hash);
+        let tmp = dir.join(format!("{}.resume.tmp", info_hash.to_hex()));
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&tmp, e)),
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| io_error(&tmp, e))?;
+        f.write_all(&resume.encode())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_error(&tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&dir, e))?;
+        Ok(())
+    }
+
+    /// The saved bitfield, if the resume file exists, parses, is for this
+    /// torrent and every file still has the size and mtime it had at save
+    /// time. `None` otherwise: the engine should recheck.
+    pub fn load_resume(&self, info_hash: &InfoHash) -> Option<Bitfield> {
+        let path = self.resume_path(info_hash);
+        let bytes = match read_capped(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::debug!(path = %path.display(), error = %e, "resume data unreadable");
+                }
+                return None;
+            }
+        };
+        let Some(resume) = Resume::decode(&bytes) else {
+            tracing::debug!(path = %path.display(), "resume data malformed");
+            return None;
+        };
+        if resume.info_hash != *info_hash || resume.have.len() != self.layout.num_pieces() {
+            tracing::debug!(path = %path.display(), "resume data is for another torrent");
+            return None;
+        }
+        let now = self.stamps().ok()?;
+        if now != resume.files {
+            tracing::debug!(path = %path.display(), "files changed since resume data was saved");
+            return None;
+        }
+        if !self.files_hold(&resume.have, &now) {
+            tracing::debug!(path = %path.display(), "resume data claims pieces of missing files");
+            return None;
+        }
+        Some(resume.have)
+    }
+}
+
+/// Reads a whole file of at most [`MAX_RESUME_SIZE`] bytes, not following a link.
+fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len > MAX_RESUME_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "resume file too large",
+        ));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(MAX_RESUME_SIZE + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_RESUME_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "resume file too large",
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Resume {
+        let mut have = Bitfield::new(11);
+        have.set(0);
+        have.set(10);
+        Resume {
+            info_hash: InfoHash([7; 20]),
+            have,
+            files: vec![
+                Some(FileStamp {
+                    size: 5,
+                    mtime_secs: -3,
+                    mtime_nanos: 999_999_999,
+                }),
+                None,
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        assert_eq!(Resume::decode(&r.encode()), Some(r));
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        let good = sample().encode();
+        // Every truncation is malformed.
+        for cut in 0..good.len() {
+            assert_eq!(Resume::decode(&good[..cut]), None, "cut at {cut}");
+        }
+        let text = String::from_utf8_lossy(&good).into_owned();
+        for (from, to) in [
+            ("6:piecesi11e", "6:piecesi12e"), // bitfield length wrong
+            ("6:piecesi11e", "6:piecesi-1e"), // negative count
+            ("7:versioni1e", "7:versioni2e"), // unknown version
+            ("8:mtime-nsi999999999e", "8:mtime-nsi1000000000e"),
+            ("4:sizei5e", "4:sizei-5e"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            assert_eq!(Resume::decode(bad.as_bytes()), None, "{to}");
+        }
+        // Spare bits set in the bitfield.
+        let mut r = sample();
+        r.have = Bitfield::from_bytes(&[0x80, 0x20], 11).unwrap();
+        let mut bytes = r.encode();
+        let key = b"4:have2:";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        assert_eq!(&bytes[at..at + 2], &[0x80, 0x20]);
+        assert!(Resume::decode(&bytes).is_some());
+        bytes[at + 1] = 0x21; // piece 11 of 11: a spare bit
+        assert_eq!(Resume::decode(&bytes), None);
+    }
+}
