@@ -1,0 +1,380 @@
+//! HTTP(S) tracker client (BEP 3 §trackers, BEP 23, BEP 48) on reqwest.
+//!
+//! Hostile trackers are expected. Every request is bounded: one total
+//! timeout (connect, headers and body), at most [`HttpConfig::max_redirects`]
+//! redirects and only to `http`/`https`, a body cap checked against the
+//! announced `Content-Length` and again while streaming (a body is never
+//! buffered past the cap), and no transparent decompression (no gzip bombs).
+
+use std::time::Duration;
+
+use essaim_core::InfoHash;
+use essaim_wire::tracker::http::{
+    parse_announce_response, parse_scrape_response, scrape_request_url, scrape_url,
+    AnnounceRequest, AnnounceResponse, ScrapeEntry, TrackerError,
+};
+
+use super::AnnounceError;
+
+/// Limits of the HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Whole-request timeout (connect, send, headers and body). Default 15 s.
+    pub timeout: Duration,
+    /// Largest reply body accepted. Default 2 MiB.
+    pub max_body: usize,
+    /// Most redirects followed (http and https only). Default 3.
+    pub max_redirects: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(15),
+            max_body: 2 << 20,
+            max_redirects: 3,
+        }
+    }
+}
+
+/// A redirect the policy refused.
+#[derive(Debug, thiserror::Error)]
+enum RedirectError {
+    #[error("more than {0} redirects")]
+    TooMany(usize),
+    #[error("redirect to a `{0}` URL")]
+    Scheme(String),
+}
+
+/// An HTTP client for trackers; one is shared by all the HTTP trackers of an
+/// announcer (its connection pool with them).
+#[derive(Debug, Clone)]
+pub struct HttpTracker {
+    client: reqwest::Client,
+    max_body: usize,
+}
+
+impl HttpTracker {
+    /// Builds the client with `config`'s limits.
+    pub fn new(config: &HttpConfig) -> Result<Self, AnnounceError> {
+        let max_redirects = config.max_redirects;
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            let scheme = attempt.url().scheme();
+            if scheme != "http" && scheme != "https" {
+                let scheme = scheme.to_owned();
+                attempt.error(RedirectError::Scheme(scheme))
+            } else if attempt.previous().len() > max_redirects {
+                attempt.error(RedirectError::TooMany(max_redirects))
+            } else {
+                attempt.follow()
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("essaim/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            .redirect(policy)
+            .build()
+            .map_err(AnnounceError::Http)?;
+        Ok(HttpTracker {
+            client,
+            max_body: config.max_body,
+        })
+    }
+
+    /// Announces to `announce_url` (BEP 3).
+    pub async fn announce(
+        &self,
+        announce_url: &str,
+        request: &AnnounceRequest,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        let body = self.get(&request.to_url(announce_url)).await?;
+        parse_announce_response(&body).map_err(AnnounceError::from)
+    }
+
+    /// Scrapes `hashes` at the scrape URL derived from `announce_url`
+    /// (BEP 48); [`AnnounceError::NoScrape`] if there is none.
+    pub async fn scrape(
+        &self,
+        announce_url: &str,
+        hashes: &[InfoHash],
+    ) -> Result<Vec<(InfoHash, ScrapeEntry)>, AnnounceError> {
+        let url = scrape_url(announce_url).ok_or(AnnounceError::NoScrape)?;
+        let body = self.get(&scrape_request_url(&url, hashes)).await?;
+        parse_scrape_response(&body).map_err(AnnounceError::from)
+    }
+
+    /// GETs `url` and returns the body, at most `max_body` bytes. A non-2xx
+    /// status is an error, unless its body is a bencoded `failure reason`
+    /// (some trackers send those with a 4xx status).
+    async fn get(&self, url: &str) -> Result<Vec<u8>, AnnounceError> {
+        let mut response = self.client.get(url).send().await?;
+        let status = response.status();
+        let too_large = AnnounceError::BodyTooLarge {
+            limit: self.max_body,
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_body as u64)
+        {
+            return Err(too_large);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if chunk.len() > self.max_body - body.len() {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            if let Err(TrackerError::Failure(reason)) = parse_announce_response(&body) {
+                return Err(AnnounceError::Failure(reason));
+            }
+            return Err(AnnounceError::Status(status.as_u16()));
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against hostile HTTP servers made of a bare `TcpListener`.
+    use super::*;
+    use essaim_core::PeerId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::time::timeout;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// Serves every connection with `reply(request_head)`, counting requests.
+    async fn serve<F>(reply: F) -> (String, Arc<AtomicUsize>)
+    where
+        F: Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let (reply, count2, base2) = (Arc::new(reply), count.clone(), base.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (reply, count, base) = (reply.clone(), count2.clone(), base2.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let _ = stream.write_all(&reply(&head, &base)).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (base, count)
+    }
+
+    fn ok(body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn redirect(to: &str) -> Vec<u8> {
+        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    }
+
+    fn request() -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: InfoHash([7; 20]),
+            peer_id: PeerId([b'p'; 20]),
+            port: 6881,
+            uploaded: 0,
+            downloaded: 0,
+            left: 10,
+            event: None,
+            numwant: Some(10),
+            key: None,
+            tracker_id: None,
+            compact: true,
+        }
+    }
+
+    fn tracker(timeout: Duration) -> HttpTracker {
+        HttpTracker::new(&HttpConfig {
+            timeout,
+            ..HttpConfig::default()
+        })
+        .unwrap()
+    }
+
+    async fn announce(base: &str) -> Result<AnnounceResponse, AnnounceError> {
+        let url = format!("{base}/announce");
+        timeout(BOUND, tracker(BOUND).announce(&url, &request()))
+            .await
+            .expect("bounded")
+    }
+
+    #[tokio::test]
+    async fn failure_reason_and_garbage() {
+        let (base, _) = serve(|_, _| ok(b"d14:failure reason6:bannede")).await;
+        assert!(matches!(announce(&base).await, Err(AnnounceError::Failure(r)) if r == "banned"));
+        let (base, _) = serve(|_, _| {
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 26\r\n\r\nd14:failure reason5:nope!e"
+                .to_vec()
+        })
+        .await;
+        assert!(matches!(announce(&base).await, Err(AnnounceError::Failure(r)) if r == "nope!"));
+        let (base, _) = serve(|_, _| ok(b"<html>502 Bad Gateway</html>")).await;
+        assert!(matches!(
+            announce(&base).await,
+            Err(AnnounceError::Reply(TrackerError::Bencode(_)))
+        ));
+        let (base, _) =
+            serve(|_, _| b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+        assert!(matches!(
+            announce(&base).await,
+            Err(AnnounceError::Status(500))
+        ));
+    }
+
+    #[tokio::test]
+    async fn request_carries_the_query_and_reply_parses() {
+        let (base, count) = serve(|head, _| {
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            assert!(line.starts_with("GET /announce?info_hash=%07%07"), "{line}");
+            assert!(line.contains("&left=10&compact=1&numwant=10 "), "{line}");
+            ok(b"d8:intervali120e5:peers6:\x7f\x00\x00\x01\x1a\xe1e")
+        })
+        .await;
+        let r = announce(&base).await.unwrap();
+        assert_eq!(r.interval, 120);
+        assert_eq!(r.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn huge_bodies_are_capped() {
+        // Announced length too large: refused before reading the body.
+        let (base, _) = serve(|_, _| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\nd8:interval".to_vec()
+        })
+        .await;
+        assert!(matches!(
+            announce(&base).await,
+            Err(AnnounceError::BodyTooLarge { limit }) if limit == 2 << 20
+        ));
+        // No length, 3 MiB streamed until the connection closes.
+        let (base, _) = serve(|_, _| {
+            let mut r = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nd5:peers".to_vec();
+            r.extend_from_slice(b"3145728:");
+            r.resize(r.len() + (3 << 20), b'x');
+            r
+        })
+        .await;
+        assert!(matches!(
+            announce(&base).await,
+            Err(AnnounceError::BodyTooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_bounded() {
+        let (base, count) = serve(|_, base| redirect(&format!("{base}/announce"))).await;
+        let err = announce(&base).await.unwrap_err();
+        assert!(
+            matches!(&err, AnnounceError::Http(e) if e.is_redirect()),
+            "{err}"
+        );
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            4,
+            "the request and 3 redirects"
+        );
+
+        let (base, count) = serve(|_, _| redirect("ftp://127.0.0.1/announce")).await;
+        let err = announce(&base).await.unwrap_err();
+        assert!(
+            matches!(&err, AnnounceError::Http(e) if e.is_redirect()),
+            "{err}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+
+        // A single redirect to a working tracker is followed.
+        let (good, _) = serve(|_, _| ok(b"d8:intervali60e5:peers0:e")).await;
+        let (base, _) = serve(move |_, _| redirect(&format!("{good}/announce"))).await;
+        assert_eq!(announce(&base).await.unwrap().interval, 60);
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/announce", listener.local_addr().unwrap());
+        // Accepts, never answers; the listener stays alive for the test.
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                conns.push(s);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let err = timeout(
+            BOUND,
+            tracker(Duration::from_millis(300)).announce(&url, &request()),
+        )
+        .await
+        .expect("bounded")
+        .unwrap_err();
+        assert!(
+            matches!(&err, AnnounceError::Http(e) if e.is_timeout()),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn scrape_uses_the_bep48_url() {
+        let (base, _) = serve(|head, _| {
+            assert!(head.starts_with("GET /scrape?info_hash=%07"), "{head}");
+            let mut body = b"d5:filesd20:".to_vec();
+            body.extend_from_slice(&[7; 20]);
+            body.extend_from_slice(b"d8:completei2e10:downloadedi5e10:incompletei1eeee");
+            ok(&body)
+        })
+        .await;
+        let t = tracker(BOUND);
+        let got = timeout(
+            BOUND,
+            t.scrape(&format!("{base}/announce"), &[InfoHash([7; 20])]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![(
+                InfoHash([7; 20]),
+                ScrapeEntry {
+                    complete: 2,
+                    incomplete: 1,
+                    downloaded: 5
+                }
+            )]
+        );
+        assert!(matches!(
+            t.scrape(&format!("{base}/a"), &[]).await,
+            Err(AnnounceError::NoScrape)
+        ));
+    }
+}

@@ -1,0 +1,758 @@
+//! Tracker clients ([`http`], [`udp`]) and the announcer task the engine
+//! runs per torrent ([`spawn_announcer`]).
+//!
+//! The announcer owns the torrent's tracker list, as BEP 12 tiers: each
+//! tier is shuffled once at start; an announce tries a tier's trackers in
+//! order, moves the one that answers to the front of its tier, and goes on to
+//! the next tier only when every tracker of a tier failed. URLs other than
+//! `http`, `https` and `udp` are skipped, as are duplicates; at most
+//! [`MAX_TRACKERS`] are kept.
+//!
+//! When to announce is decided by [`Schedule`], a pure state machine fed
+//! with the time (`handle`-style methods, `next()` to poll): `started` at
+//! once, then every `interval` (sanitized, see
+//! [`sanitize_interval`](essaim_wire::tracker::sanitize_interval)); `completed`
+//! once when `left` drops to 0 after having been above 0 (never when the
+//! torrent was complete from the start, BEP 3); an early announce when the
+//! engine wants peers, but never sooner than `min interval` after the last
+//! one; after a failure of every tracker, a retry after a back-off (30 s
+//! doubling to 30 min by default) that also holds back events. `stopped` is
+//! sent on shutdown if an announce ever succeeded, bounded by a timeout.
+
+pub mod http;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use essaim_core::{InfoHash, PeerId};
+use essaim_wire::tracker::http::{AnnounceRequest, AnnounceResponse, TrackerError};
+use essaim_wire::tracker::udp::UdpError;
+pub use essaim_wire::tracker::Event;
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{debug, info, Instrument};
+
+use self::http::{HttpConfig, HttpTracker};
+use self::udp::{UdpConfig, UdpTracker};
+
+/// Most trackers used by one announcer; the rest of a longer list is ignored.
+pub const MAX_TRACKERS: usize = 64;
+
+/// Transfer totals reported in announces (BEP 3 `uploaded`, `downloaded`,
+/// `left`), in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnnounceStats {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+}
+
+/// What the announcer announces, and where.
+#[derive(Debug, Clone)]
+pub struct AnnouncerConfig {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// Our listening port for peer connections.
+    pub port: u16,
+    /// BEP 12 tiers (`announce-list`, or `[[announce]]`).
+    pub trackers: Vec<Vec<String>>,
+    /// Peers asked for per announce.
+    pub numwant: u32,
+}
+
+/// Timing, limits and status reporting of an announcer. The defaults follow
+/// the BEPs; tests shorten them.
+#[derive(Debug)]
+pub struct AnnouncerOptions {
+    pub http: HttpConfig,
+    pub udp: UdpConfig,
+    /// Minimum gap between announces when the tracker gives no `min interval`.
+    pub default_min_interval: Duration,
+    /// Floor under any tracker's `min interval` (protects against 0).
+    pub min_announce_gap: Duration,
+    /// First retry delay after every tracker failed; doubles per failure.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Bound on the `stopped` announce at shutdown.
+    pub stop_timeout: Duration,
+    /// Where per-tracker status (errors, warnings, counts) is published.
+    pub status: Option<watch::Sender<TrackerStatus>>,
+}
+
+impl Default for AnnouncerOptions {
+    fn default() -> Self {
+        AnnouncerOptions {
+            http: HttpConfig::default(),
+            udp: UdpConfig::default(),
+            default_min_interval: Duration::from_secs(30),
+            min_announce_gap: Duration::from_secs(10),
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(30 * 60),
+            stop_timeout: Duration::from_secs(5),
+            status: None,
+        }
+    }
+}
+
+/// The trackers of an announcer, in configuration order (not tier order).
+#[derive(Debug, Clone, Default)]
+pub struct TrackerStatus {
+    pub trackers: Vec<TrackerState>,
+}
+
+/// What is known of one tracker.
+#[derive(Debug, Clone, Default)]
+pub struct TrackerState {
+    pub url: String,
+    /// Its BEP 12 tier, from 0.
+    pub tier: usize,
+    pub last_success: Option<Instant>,
+    /// The error of the last failed announce, cleared by a success.
+    pub last_error: Option<String>,
+    /// The last `warning message` (BEP 3 extension) received.
+    pub warning: Option<String>,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// Why an announce (or scrape) to one tracker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("tracker failure: {0}")]
+    Failure(String),
+    #[error("unsupported tracker URL `{0}`")]
+    UnsupportedUrl(String),
+    #[error("HTTP error: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("tracker answered HTTP status {0}")]
+    Status(u16),
+    #[error("tracker reply larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("bad tracker reply: {0}")]
+    Reply(TrackerError),
+    #[error("bad UDP tracker packet: {0}")]
+    Udp(#[from] UdpError),
+    #[error("UDP tracker reply of the wrong kind")]
+    UnexpectedReply,
+    #[error("no reply from the tracker")]
+    Timeout,
+    #[error("cannot resolve `{0}`: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("tracker has no scrape URL (BEP 48)")]
+    NoScrape,
+    #[error("no HTTP client available")]
+    NoHttpClient,
+}
+
+impl From<TrackerError> for AnnounceError {
+    fn from(e: TrackerError) -> Self {
+        match e {
+            TrackerError::Failure(reason) => AnnounceError::Failure(reason),
+            other => AnnounceError::Reply(other),
+        }
+    }
+}
+
+/// One announce, whatever the tracker's protocol.
+#[derive(Debug, Clone)]
+pub struct AnnounceParams {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub port: u16,
+    pub stats: AnnounceStats,
+    pub event: Option<Event>,
+    pub numwant: u32,
+    /// BEP 7 / BEP 15 `key`, fixed for the announcer's life.
+    pub key: u32,
+}
+
+enum Client {
+    /// Remembers the `tracker id` to send back (BEP 3).
+    Http {
+        tracker_id: Option<String>,
+    },
+    Udp(Box<UdpTracker>),
+}
+
+struct Tracker {
+    url: String,
+    client: Client,
+    /// Index in [`TrackerStatus::trackers`].
+    index: usize,
+    ever_ok: bool,
+}
+
+impl Tracker {
+    async fn announce(
+        &mut self,
+        http: Option<&HttpTracker>,
+        p: &AnnounceParams,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        match &mut self.client {
+            Client::Udp(udp) => udp.announce(p).await,
+            Client::Http { tracker_id } => {
+                let request = AnnounceRequest {
+                    info_hash: p.info_hash,
+                    peer_id: p.peer_id,
+                    port: p.port,
+                    uploaded: p.stats.uploaded,
+                    downloaded: p.stats.downloaded,
+                    left: p.stats.left,
+                    event: p.event,
+                    numwant: Some(if p.event == Some(Event::Stopped) {
+                        0
+                    } else {
+                        p.numwant
+                    }),
+                    key: Some(p.key),
+                    tracker_id: tracker_id.clone(),
+                    compact: true,
+                };
+                let http = http.ok_or(AnnounceError::NoHttpClient)?;
+                let reply = http.announce(&self.url, &request).await?;
+                if reply.tracker_id.is_some() {
+                    tracker_id.clone_from(&reply.tracker_id);
+                }
+                Ok(reply)
+            }
+        }
+    }
+}
+
+/// BEP 12 tiers of trackers.
+struct Tiers {
+    tiers: Vec<Vec<Tracker>>,
+}
+
+impl Tiers {
+    /// Filters, deduplicates and shuffles the configured tiers.
+    fn new(lists: &[Vec<String>], udp: &UdpConfig) -> (Tiers, TrackerStatus) {
+        let mut status = TrackerStatus::default();
+        let mut tiers = Vec::new();
+        let mut rng = rand::thread_rng();
+        for (tier_index, list) in lists.iter().enumerate() {
+            let mut tier = Vec::new();
+            for url in list.iter().map(|u| u.trim()) {
+                if status.trackers.len() >= MAX_TRACKERS {
+                    break;
+                }
+                if status.trackers.iter().any(|t| t.url == url) {
+                    continue;
+                }
+                let client = if url.starts_with("http://") || url.starts_with("https://") {
+                    Client::Http { tracker_id: None }
+                } else {
+                    match UdpTracker::new(url, udp.clone()) {
+                        Ok(t) => Client::Udp(Box::new(t)),
+                        Err(e) => {
+                            debug!(%url, error = %e, "tracker skipped");
+                            continue;
+                        }
+                    }
+                };
+                let index = status.trackers.len();
+                status.trackers.push(TrackerState {
+                    url: url.to_owned(),
+                    tier: tier_index,
+                    ..TrackerState::default()
+                });
+                tier.push(Tracker {
+                    url: url.to_owned(),
+                    client,
+                    index,
+                    ever_ok: false,
+                });
+            }
+            if !tier.is_empty() {
+                tier.shuffle(&mut rng);
+                tiers.push(tier);
+            }
+        }
+        (Tiers { tiers }, status)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tiers.is_empty()
+    }
+
+    /// One announce through the tiers (BEP 12 order); the last error if all
+    /// trackers failed.
+    async fn announce(
+        &mut self,
+        http: Option<&HttpTracker>,
+        p: &AnnounceParams,
+        status: Option<&watch::Sender<TrackerStatus>>,
+    ) -> Result<AnnounceResponse, AnnounceError> {
+        let mut last = AnnounceError::Timeout;
+        for tier in &mut self.tiers {
+            for i in 0..tier.len() {
+                let Some(tracker) = tier.get_mut(i) else {
+                    break;
+                };
+                let result = tracker.announce(http, p).await;
+                let now = Instant::now();
+                update(status, tracker.index, |s| match &result {
+                    Ok(r) => {
+                        s.last_success = Some(now);
+                        s.last_error = None;
+                        s.successes += 1;
+                        if r.warning.is_some() {
+                            s.warning.clone_from(&r.warning);
+                        }
+                        (s.seeders, s.leechers) = (r.complete, r.incomplete);
+                    }
+                    Err(e) => {
+                        s.last_error = Some(e.to_string());
+                        s.failures += 1;
+                    }
+                });
+                match result {
+                    Ok(reply) => {
+                        if !tracker.ever_ok {
+                            tracker.ever_ok = true;
+                            info!(url = %tracker.url, peers = reply.peers.len(), "tracker answered");
+                        }
+                        if let Some(w) = &reply.warning {
+                            debug!(url = %tracker.url, warning = %w, "tracker warning");
+                        }
+                        promote(tier, i);
+                        return Ok(reply);
+                    }
+                    Err(e) => {
+                        debug!(url = %tracker.url, error = %e, event = ?p.event, "announce failed");
+                        last = e;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Moves the tracker at `i` to the front of its tier, keeping the others'
+/// order (BEP 12).
+fn promote<T>(tier: &mut [T], i: usize) {
+    if let Some(head) = tier.get_mut(..=i) {
+        head.rotate_right(1);
+    }
+}
+
+fn update(
+    status: Option<&watch::Sender<TrackerStatus>>,
+    index: usize,
+    f: impl FnOnce(&mut TrackerState),
+) {
+    if let Some(tx) = status {
+        tx.send_modify(|st| {
+            if let Some(t) = st.trackers.get_mut(index) {
+                f(t);
+            }
+        });
+    }
+}
+
+/// When to announce next, and with which event: a pure state machine.
+#[derive(Debug, Clone)]
+struct Schedule {
+    /// A time already passed: "now" for anything due at once.
+    epoch: Instant,
+    default_min_interval: Duration,
+    min_announce_gap: Duration,
+    retry_base: Duration,
+    retry_max: Duration,
+    started_pending: bool,
+    completed_pending: bool,
+    completed_sent: bool,
+    seen_incomplete: bool,
+    ever_succeeded: bool,
+    want_more: bool,
+    last_success: Option<Instant>,
+    next_regular: Instant,
+    min_gap: Duration,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Schedule {
+    fn new(now: Instant, left: u64, o: &AnnouncerOptions) -> Self {
+        Schedule {
+            epoch: now,
+            default_min_interval: o.default_min_interval,
+            min_announce_gap: o.min_announce_gap,
+            retry_base: o.retry_base,
+            retry_max: o.retry_max,
+            started_pending: true,
+            completed_pending: false,
+            completed_sent: false,
+            seen_incomplete: left > 0,
+            ever_succeeded: false,
+            want_more: false,
+            last_success: None,
+            next_regular: now,
+            min_gap: o.default_min_interval.max(o.min_announce_gap),
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    /// The next announce: when, and with which event.
+    fn next(&self) -> (Instant, Option<Event>) {
+        let event = if self.started_pending {
+            Some(Event::Started)
+        } else if self.completed_pending {
+            Some(Event::Completed)
+        } else {
+            None
+        };
+        let at = if let Some(retry) = self.retry_at {
+            retry
+        } else if event.is_some() {
+            self.epoch
+        } else if self.want_more {
+            let earliest = self.last_success.map_or(self.epoch, |t| t + self.min_gap);
+            earliest.min(self.next_regular)
+        } else {
+            self.next_regular
+        };
+        (at, event)
+    }
+
+    fn handle_left(&mut self, left: u64) {
+        if left > 0 {
+            self.seen_incomplete = true;
+        } else if self.seen_incomplete && !self.completed_sent {
+            self.completed_pending = true;
+        }
+    }
+
+    fn handle_want_more(&mut self) {
+        self.want_more = true;
+    }
+
+    fn handle_success(&mut self, now: Instant, event: Option<Event>, reply: &AnnounceResponse) {
+        let interval = Duration::from_secs(u64::from(reply.interval));
+        let min = reply.min_interval.map_or(self.default_min_interval, |m| {
+            Duration::from_secs(u64::from(m))
+        });
+        self.min_gap = min.max(self.min_announce_gap).min(interval);
+        self.next_regular = now + interval;
+        self.last_success = Some(now);
+        self.ever_succeeded = true;
+        self.want_more = false;
+        self.failures = 0;
+        self.retry_at = None;
+        match event {
+            Some(Event::Started) => self.started_pending = false,
+            Some(Event::Completed) => {
+                self.completed_pending = false;
+                self.completed_sent = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_failure(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let doublings = (self.failures - 1).min(20);
+        let delay = self
+            .retry_base
+            .saturating_mul(1 << doublings)
+            .min(self.retry_max);
+        self.retry_at = Some(now + delay);
+    }
+}
+
+/// Spawns the announcer with the default [`AnnouncerOptions`]: announces
+/// `started` at once, then re-announces every `interval`, `completed` once
+/// when `stats.left` becomes 0 after having been above 0, and `stopped`
+/// (bounded by 5 s) when `shutdown` becomes true or its sender is dropped,
+/// then ends. Every non-empty peer list received is sent on `peers` (dropped
+/// if the channel is closed). `want_more` (use `notify_one`, whose permit is
+/// kept) asks for an early announce, never sooner than `min interval`.
+pub fn spawn_announcer(
+    cfg: AnnouncerConfig,
+    stats: watch::Receiver<AnnounceStats>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    want_more: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    spawn_announcer_with(
+        cfg,
+        AnnouncerOptions::default(),
+        stats,
+        peers,
+        want_more,
+        shutdown,
+    )
+}
+
+/// [`spawn_announcer`] with explicit options.
+pub fn spawn_announcer_with(
+    cfg: AnnouncerConfig,
+    options: AnnouncerOptions,
+    stats: watch::Receiver<AnnounceStats>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    want_more: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let span = tracing::info_span!("tracker", infohash = %cfg.info_hash);
+    let (tiers, initial) = Tiers::new(&cfg.trackers, &options.udp);
+    if let Some(tx) = &options.status {
+        tx.send_replace(initial);
+    }
+    let http = HttpTracker::new(&options.http)
+        .map_err(|e| debug!(error = %e, "no HTTP client"))
+        .ok();
+    let left = stats.borrow().left;
+    let announcer = Announcer {
+        schedule: Schedule::new(Instant::now(), left, &options),
+        key: rand::random(),
+        cfg,
+        options,
+        tiers,
+        http,
+        stats,
+        stats_open: true,
+        peers,
+        want_more,
+        shutdown,
+    };
+    tokio::spawn(announcer.run().instrument(span))
+}
+
+struct Announcer {
+    cfg: AnnouncerConfig,
+    options: AnnouncerOptions,
+    schedule: Schedule,
+    key: u32,
+    tiers: Tiers,
+    http: Option<HttpTracker>,
+    stats: watch::Receiver<AnnounceStats>,
+    stats_open: bool,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    want_more: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Resolves when shutdown is asked for or its sender is gone.
+async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Announcer {
+    fn params(&self, event: Option<Event>) -> AnnounceParams {
+        AnnounceParams {
+            info_hash: self.cfg.info_hash,
+            peer_id: self.cfg.peer_id,
+            port: self.cfg.port,
+            stats: *self.stats.borrow(),
+            event,
+            numwant: self.cfg.numwant,
+            key: self.key,
+        }
+    }
+
+    async fn run(mut self) {
+        if self.tiers.is_empty() {
+            debug!("no usable tracker");
+            shutdown_signal(&mut self.shutdown).await;
+            return;
+        }
+        loop {
+            let (at, event) = self.schedule.next();
+            tokio::select! {
+                biased;
+                _ = shutdown_signal(&mut self.shutdown) => break,
+                changed = self.stats.changed(), if self.stats_open => {
+                    match changed {
+                        Ok(()) => {
+                            let left = self.stats.borrow_and_update().left;
+                            self.schedule.handle_left(left);
+                        }
+                        Err(_) => self.stats_open = false,
+                    }
+                    continue;
+                }
+                _ = self.want_more.notified() => {
+                    self.schedule.handle_want_more();
+                    continue;
+                }
+                _ = sleep_until(at) => {}
+            }
+            let params = self.params(event);
+            let status = self.options.status.as_ref();
+            let result = tokio::select! {
+                biased;
+                _ = shutdown_signal(&mut self.shutdown) => break,
+                r = self.tiers.announce(self.http.as_ref(), &params, status) => r,
+            };
+            let now = Instant::now();
+            match result {
+                Ok(reply) => {
+                    self.schedule.handle_success(now, event, &reply);
+                    if !reply.peers.is_empty() {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown_signal(&mut self.shutdown) => break,
+                            _ = self.peers.send(reply.peers) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, ?event, "every tracker failed");
+                    self.schedule.handle_failure(now);
+                }
+            }
+        }
+        if self.schedule.ever_succeeded {
+            let params = self.params(Some(Event::Stopped));
+            let status = self.options.status.as_ref();
+            let stop = self.tiers.announce(self.http.as_ref(), &params, status);
+            match timeout(self.options.stop_timeout, stop).await {
+                Ok(Ok(_)) => debug!("stopped announced"),
+                Ok(Err(e)) => debug!(error = %e, "stopped announce failed"),
+                Err(_) => debug!("stopped announce timed out"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(interval: u32, min_interval: Option<u32>) -> AnnounceResponse {
+        AnnounceResponse {
+            interval,
+            min_interval,
+            ..AnnounceResponse::default()
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn started_then_regular_then_want_more() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, &AnnouncerOptions::default());
+        assert_eq!(s.next(), (t0, Some(Event::Started)));
+        s.handle_success(t0, Some(Event::Started), &reply(900, Some(60)));
+        assert_eq!(s.next(), (t0 + secs(900), None));
+        s.handle_want_more();
+        assert_eq!(s.next(), (t0 + secs(60), None), "min interval respected");
+        s.handle_success(t0 + secs(60), None, &reply(900, None));
+        assert_eq!(s.next(), (t0 + secs(960), None), "want_more satisfied");
+        s.handle_want_more();
+        assert_eq!(s.next().0, t0 + secs(90), "30 s default min interval");
+        s.handle_success(t0 + secs(90), None, &reply(900, Some(0)));
+        s.handle_want_more();
+        assert_eq!(s.next().0, t0 + secs(100), "10 s floor under min interval");
+    }
+
+    #[test]
+    fn completed_once_and_only_after_downloading() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 100, &AnnouncerOptions::default());
+        s.handle_left(0);
+        assert_eq!(s.next().1, Some(Event::Started), "started goes first");
+        s.handle_success(t0, Some(Event::Started), &reply(900, None));
+        assert_eq!(
+            s.next(),
+            (t0, Some(Event::Completed)),
+            "events are due at once"
+        );
+        s.handle_success(t0 + secs(1), Some(Event::Completed), &reply(900, None));
+        assert_eq!(s.next(), (t0 + secs(901), None));
+        s.handle_left(5);
+        s.handle_left(0);
+        assert_eq!(s.next().1, None, "completed is sent once");
+
+        let mut seed = Schedule::new(t0, 0, &AnnouncerOptions::default());
+        seed.handle_success(t0, Some(Event::Started), &reply(900, None));
+        seed.handle_left(0);
+        assert_eq!(seed.next().1, None, "no completed when complete at start");
+    }
+
+    #[test]
+    fn failures_back_off_and_keep_the_event() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, 1, &AnnouncerOptions::default());
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            s.handle_failure(now);
+            let (at, event) = s.next();
+            assert_eq!(event, Some(Event::Started));
+            delays.push((at - now).as_secs());
+            now = at;
+        }
+        assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1800, 1800]);
+        s.handle_failure(now);
+        s.handle_want_more();
+        assert_eq!(
+            s.next().0,
+            now + secs(1800),
+            "want_more does not skip a back-off"
+        );
+        s.handle_success(now, Some(Event::Started), &reply(300, None));
+        assert_eq!(s.next(), (now + secs(300), None));
+    }
+
+    #[test]
+    fn tiers_filter_dedupe_and_promote() {
+        let lists = vec![
+            vec!["http://a/announce".to_owned(), " udp://b:1 ".to_owned()],
+            vec![
+                "wss://c".to_owned(),
+                "http://a/announce".to_owned(),
+                "udp://noport".to_owned(),
+            ],
+            vec!["https://d/announce".to_owned()],
+        ];
+        let (tiers, status) = Tiers::new(&lists, &UdpConfig::default());
+        let urls: Vec<(&str, usize)> = status
+            .trackers
+            .iter()
+            .map(|t| (t.url.as_str(), t.tier))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                ("http://a/announce", 0),
+                ("udp://b:1", 0),
+                ("https://d/announce", 2)
+            ]
+        );
+        assert_eq!(tiers.tiers.len(), 2, "the empty tier is dropped");
+        let mut first: Vec<&str> = tiers.tiers[0].iter().map(|t| t.url.as_str()).collect();
+        first.sort_unstable();
+        assert_eq!(first, ["http://a/announce", "udp://b:1"]);
+
+        let mut tier = [1, 2, 3, 4];
+        promote(&mut tier, 2);
+        assert_eq!(
+            tier,
+            [3, 1, 2, 4],
+            "BEP 12 example: tracker3 moves to the front"
+        );
+        promote(&mut tier, 9);
+        assert_eq!(tier, [3, 1, 2, 4], "out of range is a no-op");
+
+        let many = vec![(0..100).map(|i| format!("http://t{i}/announce")).collect()];
+        assert_eq!(
+            Tiers::new(&many, &UdpConfig::default()).1.trackers.len(),
+            MAX_TRACKERS
+        );
+    }
+}
