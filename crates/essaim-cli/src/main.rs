@@ -186,16 +186,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             seed_time,
             net,
         } => {
-            let (metainfo, mut peers) = load_source(&source)?;
-            peers.extend(net.peers.iter().copied());
-            transfer(
-                metainfo, output, peers, &net, !no_seed, seed_ratio, seed_time,
-            )
-            .await
+            let source = load_source(&source)?;
+            transfer(source, output, &net, !no_seed, seed_ratio, seed_time).await
         }
         Command::Seed { file, data, net } => {
             let metainfo = load_torrent(&file)?;
-            transfer(metainfo, data, net.peers.clone(), &net, true, None, None).await
+            transfer(Source::Torrent(metainfo), data, &net, true, None, None).await
         }
         Command::Tracker { listen } => {
             // TEMP(tracker): until the tracker server lands.
@@ -285,17 +281,21 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn load_source(source: &str) -> Result<(Metainfo, Vec<SocketAddr>)> {
+enum Source {
+    Torrent(Metainfo),
+    Magnet(Magnet),
+}
+
+fn load_source(source: &str) -> Result<Source> {
     if source.starts_with("magnet:") {
         let magnet = Magnet::parse(source).context("bad magnet link")?;
-        let peers: Vec<SocketAddr> = magnet.peers.iter().filter_map(|p| p.parse().ok()).collect();
-        if magnet.trackers.is_empty() && peers.is_empty() {
-            bail!("this magnet link names no tracker (tr=) and no peer (x.pe=); the DHT is not there yet");
-        }
-        bail!("magnet links need metadata exchange (BEP 9), which this build does not do yet; use a .torrent file")
+        return Ok(Source::Magnet(magnet));
     }
-    Ok((load_torrent(Path::new(source))?, Vec::new()))
+    Ok(Source::Torrent(load_torrent(Path::new(source))?))
 }
+
+/// How long `get` waits for a magnet link's metadata.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn info(path: &Path, json: bool, magnet_only: bool) -> Result<()> {
     let m = load_torrent(path)?;
@@ -389,9 +389,8 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
 
 /// `get` and `seed`: run one torrent until done (see the flags).
 async fn transfer(
-    metainfo: Metainfo,
+    source: Source,
     output: PathBuf,
-    peers: Vec<SocketAddr>,
     net: &NetArgs,
     seed: bool,
     seed_ratio: Option<f64>,
@@ -401,6 +400,37 @@ async fn transfer(
         .with_context(|| format!("cannot create {}", output.display()))?;
     let session = Session::new(session_config(net)?).await?;
     println!("listening on {}", session.local_addr());
+    let mut peers = net.peers.clone();
+    let metainfo = match source {
+        Source::Torrent(m) => m,
+        Source::Magnet(magnet) => {
+            if magnet.trackers.is_empty() && magnet.peers.is_empty() && peers.is_empty() {
+                bail!("this magnet link names no tracker (tr=) and no peer (x.pe=); give --peer (the DHT comes later)");
+            }
+            if !net.quiet {
+                println!("fetching metadata for {}", magnet.info_hash);
+            }
+            let meta = session
+                .fetch_magnet(&magnet, peers.clone(), METADATA_TIMEOUT)
+                .await?;
+            peers.extend(
+                magnet
+                    .peers
+                    .iter()
+                    .filter_map(|p| p.parse::<SocketAddr>().ok()),
+            );
+            let saved = output.join(format!("{}.torrent", meta.info.name));
+            std::fs::write(&saved, meta.to_torrent_bytes())
+                .with_context(|| format!("cannot write {}", saved.display()))?;
+            println!(
+                "metadata received: {} ({} files), saved to {}",
+                meta.info.name,
+                meta.info.files.len(),
+                saved.display()
+            );
+            meta
+        }
+    };
     let total = metainfo.info.total_length();
     let name = metainfo.info.name.clone();
     let handle = session.add_torrent(AddTorrent {

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod choker;
+pub mod metadata;
 pub mod peer_state;
 pub mod piece_picker;
 pub mod rate_limit;

@@ -24,7 +24,7 @@
 //!   (anything else is dropped, never written);
 //! - memory for partial pieces is bounded by [`SwarmConfig::partial_budget`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -152,7 +152,9 @@ pub struct Swarm {
     /// Raw `info` bytes, served to peers over ut_metadata (BEP 9).
     metadata: Option<Bytes>,
     picker: PiecePicker,
-    peers: HashMap<PeerKey, PeerState>,
+    /// Ordered, so that iteration (rechoke, slot filling, request filling)
+    /// and with it the whole machine is deterministic for a given seed.
+    peers: BTreeMap<PeerKey, PeerState>,
     buffers: HashMap<u32, PieceBuffer>,
     /// Who sent the blocks of pieces being checked (to blame on a bad hash).
     pending_contributors: HashMap<u32, Vec<PeerKey>>,
@@ -189,7 +191,7 @@ impl Swarm {
             picker: PiecePicker::new(layout.clone(), have),
             layout,
             metadata,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             buffers: HashMap::new(),
             pending_contributors: HashMap::new(),
             choker: Choker::new(config.upload_slots),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use essaim_core::{InfoHash, Metainfo, PeerId};
+use essaim_core::{InfoHash, Magnet, Metainfo, PeerId};
 use essaim_wire::peer::Handshake;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -67,6 +67,8 @@ pub enum SessionError {
     },
     #[error("torrent {0} is already in the session")]
     Duplicate(InfoHash),
+    #[error("cannot get the metadata: {0}")]
+    Metadata(String),
 }
 
 /// What to add to a session.
@@ -255,6 +257,52 @@ impl Session {
             status: status_rx,
             cmds: tx,
         })
+    }
+
+    /// Fetches a magnet link's info dictionary from its peers (`x.pe`,
+    /// `peers`) and trackers (`tr`), checked against the infohash (BEP 9).
+    pub async fn fetch_magnet(
+        &self,
+        magnet: &Magnet,
+        peers: Vec<SocketAddr>,
+        timeout: std::time::Duration,
+    ) -> Result<Metainfo, SessionError> {
+        let mut all: Vec<SocketAddr> = magnet.peers.iter().filter_map(|p| p.parse().ok()).collect();
+        all.extend(peers);
+        let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        let (tx, rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let announcer = crate::torrent::start_magnet_announcer(
+            magnet.info_hash,
+            self.inner.peer_id,
+            self.inner.port,
+            &trackers,
+            tx,
+            stop_rx,
+        );
+        let res = crate::metadata::fetch_metadata(
+            magnet.info_hash,
+            self.inner.peer_id,
+            self.inner.port,
+            all,
+            rx,
+            timeout,
+        )
+        .await;
+        let _ = stop_tx.send(true);
+        if let Some(a) = announcer {
+            a.abort();
+        }
+        let info = res.map_err(|e| SessionError::Metadata(e.to_string()))?;
+        let mut meta = Metainfo::from_info_bytes(&info, trackers)
+            .map_err(|e| SessionError::Metadata(e.to_string()))?;
+        if meta.info_hash != magnet.info_hash {
+            return Err(SessionError::Metadata(
+                "metadata does not match the infohash".into(),
+            ));
+        }
+        meta.created_by = None;
+        Ok(meta)
     }
 
     /// Stops every torrent (saving resume data, telling trackers) and the listener.

@@ -646,3 +646,15 @@ fn start_announcer(
 ) -> Option<tokio::task::JoinHandle<()>> {
     None
 }
+
+/// The announcer used while fetching a magnet link's metadata (size unknown).
+pub(crate) fn start_magnet_announcer(
+    _info_hash: InfoHash,
+    _peer_id: PeerId,
+    _port: u16,
+    _trackers: &[Vec<String>],
+    _peers: mpsc::Sender<Vec<SocketAddr>>,
+    _stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    None
+}

@@ -1,0 +1,845 @@
+//! A deterministic network of [`Swarm`]s on virtual time.
+//!
+//! Each node is one `Swarm` of the same torrent with a "disk" (one
+//! `Option<Vec<u8>>` per piece). Nodes are joined by connections; each
+//! direction of a connection is a FIFO link with a latency and, optionally,
+//! a bandwidth; a node may also have an uplink cap shared by all its links.
+//! A message's delivery time is when the link (and the uplink) have finished
+//! transmitting it, plus the latency.
+//!
+//! The harness is the swarms' driver: it carries out every [`Output`] as the
+//! contract at the top of `swarm.rs` says, delivers messages in time order
+//! (ties broken by send order, so links are FIFO), and calls `handle_tick`
+//! on every node each virtual second. Nothing here reads the real clock
+//! except for one `Instant` taken as the origin of virtual time; all
+//! randomness comes from seeds, so a run is reproducible.
+//!
+//! Invariants are checked after every step (see [`Sim::check_invariants`]);
+//! per-output ones (e.g. `Serve` only for a piece the node has) where the
+//! output is carried out.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use essaim_core::{Bitfield, InfoHash, Layout};
+use essaim_proto::swarm::{DisconnectReason, Output, PeerKey, Swarm, SwarmConfig};
+use essaim_wire::peer::{BlockRequest, Message};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use sha1::{Digest, Sha1};
+
+/// The torrent every node shares: random content and its piece hashes.
+pub struct Content {
+    pub layout: Layout,
+    pub data: Vec<u8>,
+    pub hashes: Vec<[u8; 20]>,
+    pub info_hash: InfoHash,
+}
+
+impl Content {
+    /// `total` random bytes cut in pieces of `piece_length`.
+    pub fn random(piece_length: u32, total: u64, seed: u64) -> Content {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut data = vec![0u8; total as usize];
+        rng.fill_bytes(&mut data);
+        let layout = Layout::new(u64::from(piece_length), &[total]).expect("layout");
+        let hashes = data
+            .chunks(piece_length as usize)
+            .map(|c| Sha1::digest(c).into())
+            .collect::<Vec<[u8; 20]>>();
+        assert_eq!(hashes.len() as u32, layout.num_pieces());
+        let info_hash = InfoHash(Sha1::digest(hashes.concat()).into());
+        Content {
+            layout,
+            data,
+            hashes,
+            info_hash,
+        }
+    }
+
+    pub fn num_pieces(&self) -> u32 {
+        self.layout.num_pieces()
+    }
+
+    pub fn piece(&self, piece: u32) -> &[u8] {
+        let start = self.layout.piece_offset(piece).expect("piece in range") as usize;
+        let len = self.layout.piece_size(piece).expect("piece in range") as usize;
+        &self.data[start..start + len]
+    }
+}
+
+/// How the harness carries out a node's `Serve` outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    Honest,
+    /// Serves every block with its bytes flipped.
+    Liar,
+    /// Never serves anything (drops every `Serve`).
+    BlackHole,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Starts with every piece.
+    pub seed: bool,
+    pub behavior: Behavior,
+    /// Upload cap shared by all the node's links, bytes per virtual second.
+    pub uplink: Option<u64>,
+    pub config: SwarmConfig,
+}
+
+impl NodeSpec {
+    pub fn seed() -> Self {
+        NodeSpec {
+            seed: true,
+            behavior: Behavior::Honest,
+            uplink: None,
+            config: SwarmConfig::default(),
+        }
+    }
+    pub fn leecher() -> Self {
+        NodeSpec {
+            seed: false,
+            ..NodeSpec::seed()
+        }
+    }
+    pub fn uplink(mut self, bytes_per_sec: u64) -> Self {
+        self.uplink = Some(bytes_per_sec);
+        self
+    }
+    pub fn behavior(mut self, b: Behavior) -> Self {
+        self.behavior = b;
+        self
+    }
+    pub fn slots(mut self, n: usize) -> Self {
+        self.config.upload_slots = n;
+        self
+    }
+}
+
+/// One direction of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSpec {
+    pub latency: Duration,
+    /// Bytes per virtual second; `None` is unlimited.
+    pub bandwidth: Option<u64>,
+}
+
+impl LinkSpec {
+    pub fn latency_ms(ms: u64) -> Self {
+        LinkSpec {
+            latency: Duration::from_millis(ms),
+            bandwidth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    /// Connection index and our side of it.
+    Conn(usize, usize),
+    /// A peer played by the test itself ([`Sim::connect_raw`]).
+    Raw,
+}
+
+pub struct Node {
+    pub swarm: Swarm,
+    pub disk: Vec<Option<Vec<u8>>>,
+    pub behavior: Behavior,
+    pub initial_seed: bool,
+    pub upload_slots: usize,
+    uplink: Option<u64>,
+    uplink_busy: Duration,
+    next_key: PeerKey,
+    endpoints: BTreeMap<PeerKey, Endpoint>,
+    /// `Completed` outputs seen.
+    pub completed: u32,
+    /// When the (first) `Completed` output was seen.
+    pub completed_at: Option<Duration>,
+    /// `PieceVerified` outputs seen, per piece.
+    pub verified: Vec<u32>,
+    /// `CheckPiece` outputs seen, per piece.
+    pub checks: Vec<u32>,
+    /// `CheckPiece` outputs whose hash did not match.
+    pub check_failures: u32,
+    /// `Serve` outputs dropped (black hole).
+    pub serves_dropped: u32,
+}
+
+struct Link {
+    spec: LinkSpec,
+    busy: Duration,
+}
+
+pub struct Conn {
+    /// `(node, key at that node)` for both sides.
+    pub ends: [(usize, PeerKey); 2],
+    links: [Link; 2],
+    pub alive: bool,
+    pub fast: bool,
+    /// Requests sent by `ends[s]` that the harness expects an answer to
+    /// (sent, not cancelled, not rejected, not cleared by a BEP 3 choke).
+    requested: [Vec<BlockRequest>; 2],
+}
+
+/// A message put on a link.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub t: Duration,
+    pub from: usize,
+    pub to: usize,
+    pub msg: Message,
+}
+
+/// A `Disconnect` output.
+#[derive(Debug, Clone)]
+pub struct DisconnectRecord {
+    pub t: Duration,
+    pub node: usize,
+    pub key: PeerKey,
+    /// The node on the other side; `None` for raw peers.
+    pub remote: Option<usize>,
+    pub reason: DisconnectReason,
+}
+
+enum Event {
+    Deliver {
+        conn: usize,
+        to_side: usize,
+        msg: Message,
+    },
+    BlockSent {
+        conn: usize,
+        side: usize,
+        len: u32,
+    },
+}
+
+pub struct Sim {
+    pub content: Content,
+    pub nodes: Vec<Node>,
+    pub conns: Vec<Conn>,
+    events: BTreeMap<(Duration, u64), Event>,
+    seq: u64,
+    /// Virtual time since the start.
+    pub t: Duration,
+    epoch: Instant,
+    next_tick: Duration,
+    pub steps: u64,
+    pub max_steps: u64,
+    /// Every message put on a link, in send order.
+    pub log: Vec<Sent>,
+    pub disconnects: Vec<DisconnectRecord>,
+    /// `useful[to][from]`: payload bytes `to` accepted (requested) from `from`.
+    pub useful: Vec<Vec<u64>>,
+    /// What nodes sent to raw peers: `(node, key, message)`.
+    pub raw_sent: Vec<(usize, PeerKey, Message)>,
+    pub rng: SmallRng,
+}
+
+impl Sim {
+    pub fn new(content: Content, specs: &[NodeSpec], seed: u64) -> Sim {
+        let n = content.num_pieces();
+        let nodes = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let have = if spec.seed {
+                    Bitfield::full(n)
+                } else {
+                    Bitfield::new(n)
+                };
+                let disk = (0..n)
+                    .map(|p| spec.seed.then(|| content.piece(p).to_vec()))
+                    .collect();
+                let mut config = spec.config.clone();
+                config.seed = seed.wrapping_mul(1000).wrapping_add(i as u64);
+                Node {
+                    upload_slots: config.upload_slots,
+                    swarm: Swarm::new(
+                        content.info_hash,
+                        content.layout.clone(),
+                        have,
+                        None,
+                        config,
+                    ),
+                    disk,
+                    behavior: spec.behavior,
+                    initial_seed: spec.seed,
+                    uplink: spec.uplink,
+                    uplink_busy: Duration::ZERO,
+                    next_key: 100,
+                    endpoints: BTreeMap::new(),
+                    completed: 0,
+                    completed_at: None,
+                    verified: vec![0; n as usize],
+                    checks: vec![0; n as usize],
+                    check_failures: 0,
+                    serves_dropped: 0,
+                }
+            })
+            .collect();
+        let count = specs.len();
+        Sim {
+            content,
+            nodes,
+            conns: Vec::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            t: Duration::ZERO,
+            epoch: Instant::now(),
+            next_tick: Duration::from_secs(1),
+            steps: 0,
+            max_steps: 2_000_000,
+            log: Vec::new(),
+            disconnects: Vec::new(),
+            useful: vec![vec![0; count]; count],
+            raw_sent: Vec::new(),
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.epoch + self.t
+    }
+
+    fn ip(node: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            0,
+            (node / 250) as u8,
+            (node % 250) as u8 + 1,
+        ))
+    }
+
+    fn new_key(&mut self, node: usize) -> PeerKey {
+        let n = &mut self.nodes[node];
+        n.next_key += 1;
+        n.next_key
+    }
+
+    /// Connects `a` and `b`; `ab` is the link from a to b, `ba` back.
+    pub fn connect(&mut self, a: usize, b: usize, ab: LinkSpec, ba: LinkSpec, fast: bool) -> usize {
+        assert_ne!(a, b);
+        let ka = self.new_key(a);
+        let kb = self.new_key(b);
+        let c = self.conns.len();
+        self.conns.push(Conn {
+            ends: [(a, ka), (b, kb)],
+            links: [
+                Link {
+                    spec: ab,
+                    busy: self.t,
+                },
+                Link {
+                    spec: ba,
+                    busy: self.t,
+                },
+            ],
+            alive: true,
+            fast,
+            requested: [Vec::new(), Vec::new()],
+        });
+        self.nodes[a].endpoints.insert(ka, Endpoint::Conn(c, 0));
+        self.nodes[b].endpoints.insert(kb, Endpoint::Conn(c, 1));
+        let now = self.now();
+        self.nodes[a]
+            .swarm
+            .handle_peer_connected(ka, fast, true, Some(Self::ip(b)), now);
+        self.nodes[b]
+            .swarm
+            .handle_peer_connected(kb, fast, true, Some(Self::ip(a)), now);
+        self.drain_all();
+        c
+    }
+
+    /// Connects every pair, with a link latency drawn from `latency_ms`.
+    pub fn connect_all(&mut self, latency_ms: std::ops::Range<u64>, fast: bool) {
+        use rand::Rng;
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                let l = LinkSpec::latency_ms(self.rng.gen_range(latency_ms.clone()));
+                self.connect(a, b, l, l, fast);
+            }
+        }
+    }
+
+    /// A peer played by the test: the node sees a connection, what it sends
+    /// lands in [`Sim::raw_sent`], and [`Sim::inject`] speaks for the peer.
+    pub fn connect_raw(&mut self, node: usize, fast: bool, extensions: bool) -> PeerKey {
+        let k = self.new_key(node);
+        self.nodes[node].endpoints.insert(k, Endpoint::Raw);
+        let now = self.now();
+        self.nodes[node].swarm.handle_peer_connected(
+            k,
+            fast,
+            extensions,
+            Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+            now,
+        );
+        self.drain_all();
+        k
+    }
+
+    /// Delivers `msg` from raw peer `key` to `node` now, and carries out
+    /// the node's outputs.
+    pub fn inject(&mut self, node: usize, key: PeerKey, msg: Message) {
+        let now = self.now();
+        self.nodes[node].swarm.handle_message(key, msg, now);
+        self.drain_all();
+        self.check_invariants();
+    }
+
+    pub fn is_connected(&self, node: usize, key: PeerKey) -> bool {
+        self.nodes[node].endpoints.contains_key(&key)
+    }
+
+    /// The disconnect records `node` produced for raw peer `key`.
+    pub fn disconnects_of(&self, node: usize, key: PeerKey) -> Vec<&DisconnectRecord> {
+        self.disconnects
+            .iter()
+            .filter(|d| d.node == node && d.key == key)
+            .collect()
+    }
+
+    // ---- carrying out outputs ----------------------------------------------
+
+    fn drain_all(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].swarm.poll_output() {
+                    any = true;
+                    self.handle_output(i, o);
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn handle_output(&mut self, i: usize, o: Output) {
+        let now = self.now();
+        match o {
+            Output::Send { peer, msg } => match self.nodes[i].endpoints.get(&peer).copied() {
+                Some(Endpoint::Conn(c, s)) => {
+                    match &msg {
+                        Message::Request(r) => self.conns[c].requested[s].push(*r),
+                        Message::Cancel(r) => remove_one(&mut self.conns[c].requested[s], r),
+                        _ => {}
+                    }
+                    self.transmit(c, s, msg);
+                }
+                Some(Endpoint::Raw) => self.raw_sent.push((i, peer, msg)),
+                None => {}
+            },
+            Output::Serve { peer, req } => {
+                let node = &mut self.nodes[i];
+                let Some(piece) = node.disk.get(req.piece as usize).and_then(|p| p.as_ref()) else {
+                    panic!(
+                        "t={:?}: node {i} told to serve piece {} it does not have",
+                        self.t, req.piece
+                    );
+                };
+                assert!(
+                    node.swarm.have().get(req.piece),
+                    "node {i} serves piece {} not in its have set",
+                    req.piece
+                );
+                let (b, l) = (req.begin as usize, req.length as usize);
+                assert!(
+                    b + l <= piece.len() && l > 0 && req.length <= essaim_core::BLOCK_SIZE,
+                    "node {i} told to serve an invalid range {req:?}"
+                );
+                let mut data = piece[b..b + l].to_vec();
+                match node.behavior {
+                    Behavior::BlackHole => {
+                        node.serves_dropped += 1;
+                        return;
+                    }
+                    Behavior::Liar => data.iter_mut().for_each(|x| *x ^= 0x5a),
+                    Behavior::Honest => {}
+                }
+                let msg = Message::Piece {
+                    piece: req.piece,
+                    begin: req.begin,
+                    data: Bytes::from(data),
+                };
+                match node.endpoints.get(&peer).copied() {
+                    Some(Endpoint::Conn(c, s)) => {
+                        let end = self.transmit(c, s, msg);
+                        let ev = Event::BlockSent {
+                            conn: c,
+                            side: s,
+                            len: req.length,
+                        };
+                        self.schedule(end, ev);
+                    }
+                    Some(Endpoint::Raw) => {
+                        self.raw_sent.push((i, peer, msg));
+                        node.swarm.handle_block_sent(peer, req.length, now);
+                    }
+                    // Closed meanwhile: reported sent all the same.
+                    None => node.swarm.handle_block_sent(peer, req.length, now),
+                }
+            }
+            Output::CheckPiece { piece, data } => {
+                let ok = {
+                    let node = &mut self.nodes[i];
+                    let p = piece as usize;
+                    assert!(
+                        p < node.disk.len(),
+                        "node {i}: CheckPiece {piece} out of range"
+                    );
+                    assert!(
+                        node.disk[p].is_none(),
+                        "t={:?}: node {i} asked to check piece {piece} it already has",
+                        self.t
+                    );
+                    node.checks[p] += 1;
+                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == self.content.hashes[p];
+                    if ok {
+                        assert_eq!(data, self.content.piece(piece), "sha1 collision?!");
+                        node.disk[p] = Some(data);
+                    } else {
+                        node.check_failures += 1;
+                    }
+                    ok
+                };
+                self.nodes[i].swarm.handle_piece_checked(piece, ok);
+            }
+            Output::Disconnect { peer, reason } => {
+                let ep = self.nodes[i].endpoints.get(&peer).copied();
+                let remote = match ep {
+                    Some(Endpoint::Conn(c, s)) => Some(self.conns[c].ends[1 - s].0),
+                    _ => None,
+                };
+                if ep.is_some() {
+                    self.disconnects.push(DisconnectRecord {
+                        t: self.t,
+                        node: i,
+                        key: peer,
+                        remote,
+                        reason,
+                    });
+                }
+                match ep {
+                    Some(Endpoint::Conn(c, _)) => self.close(c),
+                    Some(Endpoint::Raw) => {
+                        self.nodes[i].endpoints.remove(&peer);
+                        self.nodes[i].swarm.handle_peer_disconnected(peer, now);
+                    }
+                    None => {}
+                }
+            }
+            Output::PieceVerified(p) => {
+                let node = &mut self.nodes[i];
+                let idx = p as usize;
+                assert_eq!(
+                    node.disk[idx].as_deref(),
+                    Some(self.content.piece(p)),
+                    "node {i}: piece {p} verified with data other than the original"
+                );
+                node.verified[idx] += 1;
+                assert_eq!(node.verified[idx], 1, "node {i}: piece {p} verified twice");
+            }
+            Output::Completed => {
+                let node = &mut self.nodes[i];
+                node.completed += 1;
+                node.completed_at.get_or_insert(self.t);
+                for (p, d) in node.disk.iter().enumerate() {
+                    assert_eq!(
+                        d.as_deref(),
+                        Some(self.content.piece(p as u32)),
+                        "node {i} completed without piece {p} correct on disk"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Puts `msg` on link `s` of connection `c`; returns when it has been
+    /// transmitted (delivery is that plus the latency).
+    fn transmit(&mut self, c: usize, s: usize, msg: Message) -> Duration {
+        let size = msg.encoded_len() as u64;
+        let from = self.conns[c].ends[s].0;
+        let to = self.conns[c].ends[1 - s].0;
+        let uplink = self.nodes[from].uplink;
+        let link = &mut self.conns[c].links[s];
+        let mut start = self.t.max(link.busy);
+        if uplink.is_some() {
+            start = start.max(self.nodes[from].uplink_busy);
+        }
+        let tx = |bw: Option<u64>| {
+            bw.map_or(Duration::ZERO, |bw| {
+                Duration::from_nanos(size * 1_000_000_000 / bw.max(1))
+            })
+        };
+        let end = start + tx(link.spec.bandwidth).max(tx(uplink));
+        link.busy = end;
+        if uplink.is_some() {
+            self.nodes[from].uplink_busy = end;
+        }
+        let deliver = end + link.spec.latency;
+        self.log.push(Sent {
+            t: self.t,
+            from,
+            to,
+            msg: msg.clone(),
+        });
+        self.schedule(
+            deliver,
+            Event::Deliver {
+                conn: c,
+                to_side: 1 - s,
+                msg,
+            },
+        );
+        end
+    }
+
+    fn schedule(&mut self, at: Duration, ev: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), ev);
+    }
+
+    /// Closes connection `c` at both ends (in-flight messages are lost).
+    pub fn close(&mut self, c: usize) {
+        if !self.conns[c].alive {
+            return;
+        }
+        self.conns[c].alive = false;
+        self.conns[c].requested = [Vec::new(), Vec::new()];
+        let now = self.now();
+        for (node, key) in self.conns[c].ends {
+            self.nodes[node].endpoints.remove(&key);
+            self.nodes[node].swarm.handle_peer_disconnected(key, now);
+        }
+    }
+
+    fn deliver(&mut self, c: usize, r: usize, msg: Message) {
+        if !self.conns[c].alive {
+            return;
+        }
+        let (to, key) = self.conns[c].ends[r];
+        let from = self.conns[c].ends[1 - r].0;
+        let now = self.now();
+        match &msg {
+            Message::Piece { piece, begin, data } => {
+                let req = BlockRequest {
+                    piece: *piece,
+                    begin: *begin,
+                    length: data.len() as u32,
+                };
+                let list = &mut self.conns[c].requested[r];
+                let expected = list.iter().position(|x| *x == req);
+                if let Some(i) = expected {
+                    list.remove(i);
+                }
+                let before = self.nodes[to].swarm.stats(now);
+                self.nodes[to].swarm.handle_message(key, msg, now);
+                let after = self.nodes[to].swarm.stats(now);
+                let len = u64::from(req.length);
+                if expected.is_some() {
+                    assert_eq!(
+                        after.downloaded,
+                        before.downloaded + len,
+                        "t={:?}: node {to} did not accept block {req:?} it requested from node {from}",
+                        self.t
+                    );
+                    self.useful[to][from] += len;
+                } else {
+                    assert_eq!(
+                        (after.downloaded, after.wasted),
+                        (before.downloaded, before.wasted + len),
+                        "t={:?}: node {to} did not drop unrequested block {req:?} from node {from}",
+                        self.t
+                    );
+                }
+                return;
+            }
+            Message::Reject(req) => remove_one(&mut self.conns[c].requested[r], req),
+            Message::Choke if !self.conns[c].fast => self.conns[c].requested[r].clear(),
+            _ => {}
+        }
+        self.nodes[to].swarm.handle_message(key, msg, now);
+    }
+
+    // ---- the loop ------------------------------------------------------------
+
+    /// One event (a delivery, a block sent, or a tick), then every output.
+    pub fn step(&mut self) {
+        self.steps += 1;
+        let next_ev = self.events.first_key_value().map(|(k, _)| k.0);
+        match next_ev {
+            Some(at) if at < self.next_tick => {
+                let ((at, _), ev) = self.events.pop_first().expect("an event");
+                self.t = at;
+                match ev {
+                    Event::Deliver { conn, to_side, msg } => self.deliver(conn, to_side, msg),
+                    Event::BlockSent { conn, side, len } => {
+                        let (node, key) = self.conns[conn].ends[side];
+                        let now = self.now();
+                        self.nodes[node].swarm.handle_block_sent(key, len, now);
+                    }
+                }
+            }
+            _ => {
+                self.t = self.next_tick;
+                self.next_tick += Duration::from_secs(1);
+                let now = self.now();
+                for n in &mut self.nodes {
+                    n.swarm.handle_tick(now);
+                }
+            }
+        }
+        self.drain_all();
+        self.check_invariants();
+    }
+
+    /// Steps until `done` holds (checked before every step); panics past
+    /// `max` virtual time or [`Sim::max_steps`] steps.
+    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&mut Sim) -> bool) {
+        loop {
+            if done(self) {
+                return;
+            }
+            if self.t > max || self.steps >= self.max_steps {
+                let summary = self.summary();
+                panic!(
+                    "simulation bound hit (t={:?} of {:?}, step {} of {}) before done:\n{}",
+                    self.t, max, self.steps, self.max_steps, summary
+                );
+            }
+            self.step();
+        }
+    }
+
+    /// Steps until virtual time `until` (inclusive of events before it).
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.t + d;
+        self.run_until(end + Duration::from_secs(1), |s| s.next_time() > end);
+    }
+
+    fn next_time(&self) -> Duration {
+        let ev = self.events.first_key_value().map(|(k, _)| k.0);
+        ev.map_or(self.next_tick, |e| e.min(self.next_tick))
+    }
+
+    /// Runs until every node has every piece.
+    pub fn run_to_completion(&mut self, max: Duration) {
+        self.run_until(max, |s| s.all_complete());
+    }
+
+    pub fn all_complete(&self) -> bool {
+        self.nodes.iter().all(|n| n.swarm.is_complete())
+    }
+
+    pub fn summary(&mut self) -> String {
+        let now = self.now();
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let s = n.swarm.stats(now);
+            out += &format!(
+                "  node {i} ({:?}{}): {}/{} pieces, {} peers, down {} up {} wasted {} hash failures {}\n",
+                n.behavior,
+                if n.initial_seed { ", seed" } else { "" },
+                s.pieces_have,
+                s.num_pieces,
+                s.peers,
+                s.downloaded,
+                s.uploaded,
+                s.wasted,
+                s.hash_failures,
+            );
+            for p in n.swarm.peer_stats(now) {
+                out += &format!("      {p:?}\n");
+            }
+        }
+        out
+    }
+
+    /// Checks what must hold between any two steps.
+    pub fn check_invariants(&mut self) {
+        let now = self.now();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let have = n.swarm.have();
+            for p in 0..have.len() {
+                assert_eq!(
+                    have.get(p),
+                    n.disk[p as usize].is_some(),
+                    "node {i}: piece {p} in the have set iff on disk"
+                );
+            }
+            let have_count = have.count();
+            let stats = n.swarm.stats(now);
+            assert_eq!(stats.pieces_have, have_count, "node {i}: pieces_have");
+            assert!(
+                n.completed <= 1,
+                "node {i}: Completed {} times",
+                n.completed
+            );
+            if n.completed == 1 {
+                assert!(n.swarm.is_complete(), "node {i}: Completed yet incomplete");
+            }
+            if !n.initial_seed && n.swarm.is_complete() {
+                assert_eq!(
+                    n.completed, 1,
+                    "node {i}: complete without a Completed output"
+                );
+            }
+            assert_eq!(
+                n.swarm.peer_count(),
+                n.endpoints.len(),
+                "node {i}: swarm and harness disagree on the connections"
+            );
+            let unchoked = n
+                .swarm
+                .peer_stats(now)
+                .iter()
+                .filter(|p| !p.am_choking)
+                .count();
+            assert!(
+                unchoked <= n.upload_slots + 1,
+                "t={:?}: node {i} has {unchoked} peers unchoked, slots {} + 1",
+                self.t,
+                n.upload_slots
+            );
+        }
+    }
+
+    /// Number of peers `node` has unchoked now.
+    pub fn unchoked(&mut self, node: usize) -> usize {
+        let now = self.now();
+        self.nodes[node]
+            .swarm
+            .peer_stats(now)
+            .iter()
+            .filter(|p| !p.am_choking)
+            .count()
+    }
+
+    /// Asserts every node ends with the original content on its disk.
+    pub fn assert_all_data_correct(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            for (p, d) in n.disk.iter().enumerate() {
+                assert_eq!(
+                    d.as_deref(),
+                    Some(self.content.piece(p as u32)),
+                    "node {i}: piece {p} missing or wrong"
+                );
+            }
+        }
+    }
+}
+
+fn remove_one(list: &mut Vec<BlockRequest>, r: &BlockRequest) {
+    if let Some(i) = list.iter().position(|x| x == r) {
+        list.remove(i);
+    }
+}
