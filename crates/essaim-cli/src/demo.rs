@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use essaim::create::{create_torrent, CreateOptions};
 use essaim::session::{AddTorrent, Session, SessionConfig};
 use essaim::torrent::TorrentState;
+use essaim::tracker_server::TrackerServer;
 use essaim_core::Metainfo;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -49,10 +50,13 @@ async fn run_in(
         content.display()
     );
 
-    // TEMP(tracker): explicit peers until the tracker server lands.
+    let tracker = TrackerServer::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the demo tracker")?;
+    println!("tracker: {}", tracker.announce_url());
     let opts = CreateOptions {
         piece_length: Some(256 * 1024),
-        trackers: vec![],
+        trackers: vec![vec![tracker.announce_url()]],
         created_by: Some("essaim demo".into()),
         ..CreateOptions::default()
     };
@@ -87,15 +91,13 @@ async fn run_in(
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let started = Instant::now();
     let mut sessions = Vec::new();
-    let mut addrs = vec![seeder.local_addr()];
     for i in 0..leechers {
         let session = Session::new(local(None)).await?;
         let handle = session.add_torrent(AddTorrent {
             metainfo: meta.clone(),
             output_dir: work.join(format!("leecher-{}", i + 1)),
-            peers: addrs.clone(),
+            peers: Vec::new(),
         })?;
-        addrs.push(session.local_addr());
         let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
         bar.set_prefix(format!("leecher {}", i + 1));
@@ -184,6 +186,7 @@ async fn run_in(
         session.shutdown().await;
     }
     seeder.shutdown().await;
+    tracker.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

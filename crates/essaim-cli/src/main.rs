@@ -194,8 +194,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             transfer(Source::Torrent(metainfo), data, &net, true, None, None).await
         }
         Command::Tracker { listen } => {
-            // TEMP(tracker): until the tracker server lands.
-            bail!("tracker on {listen}: not built yet")
+            let server = essaim::tracker_server::TrackerServer::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("tracker listening on {}", server.local_addr());
+            println!("announce URL: {}", server.announce_url());
+            tokio::signal::ctrl_c().await.ok();
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             leechers,

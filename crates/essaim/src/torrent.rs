@@ -32,6 +32,7 @@ use crate::peer::{self, PeerEvent, WriterCmd};
 use crate::peer_list::{PeerList, PeerSource};
 use crate::rate_limit::Limiter;
 use crate::storage::Storage;
+use crate::tracker::{spawn_announcer, AnnounceStats, AnnouncerConfig};
 
 pub const RESUME_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials in progress at once per torrent.
@@ -627,34 +628,56 @@ impl Actor {
     }
 }
 
-/// Counters reported to trackers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AnnounceStats {
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub left: u64,
-}
-
 fn start_announcer(
-    _meta: &Metainfo,
-    _peer_id: PeerId,
-    _port: u16,
-    _stats: watch::Receiver<AnnounceStats>,
-    _peers: mpsc::Sender<Vec<SocketAddr>>,
-    _want_more: Arc<Notify>,
-    _stop: watch::Receiver<bool>,
+    meta: &Metainfo,
+    peer_id: PeerId,
+    port: u16,
+    stats: watch::Receiver<AnnounceStats>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    want_more: Arc<Notify>,
+    stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    None
+    if meta.trackers.is_empty() {
+        return None;
+    }
+    let cfg = AnnouncerConfig {
+        info_hash: meta.info_hash,
+        peer_id,
+        port,
+        trackers: meta.trackers.clone(),
+        numwant: 50,
+    };
+    Some(spawn_announcer(cfg, stats, peers, want_more, stop))
 }
 
-/// The announcer used while fetching a magnet link's metadata (size unknown).
+/// The announcer used while fetching a magnet link's metadata: the size is
+/// unknown, so `left` is reported as 1 (not 0, which would claim a seed).
 pub(crate) fn start_magnet_announcer(
-    _info_hash: InfoHash,
-    _peer_id: PeerId,
-    _port: u16,
-    _trackers: &[Vec<String>],
-    _peers: mpsc::Sender<Vec<SocketAddr>>,
-    _stop: watch::Receiver<bool>,
+    info_hash: InfoHash,
+    peer_id: PeerId,
+    port: u16,
+    trackers: &[Vec<String>],
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    None
+    if trackers.is_empty() {
+        return None;
+    }
+    let cfg = AnnouncerConfig {
+        info_hash,
+        peer_id,
+        port,
+        trackers: trackers.to_vec(),
+        numwant: 50,
+    };
+    let (stats_tx, stats) = watch::channel(AnnounceStats {
+        left: 1,
+        ..AnnounceStats::default()
+    });
+    let handle = spawn_announcer(cfg, stats, peers, Arc::new(Notify::new()), stop);
+    // The sender must outlive the task: it ends with the task.
+    tokio::spawn(async move {
+        stats_tx.closed().await;
+    });
+    Some(handle)
 }

@@ -1,0 +1,180 @@
+//! In-process swarms on 127.0.0.1: several sessions in one test, real
+//! sockets, every wait bounded.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use essaim::create::{create_torrent, CreateOptions};
+use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle};
+use essaim::torrent::TorrentState;
+use essaim::tracker_server::TrackerServer;
+use essaim_core::Metainfo;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn local(upload_limit: Option<u64>) -> SessionConfig {
+    SessionConfig {
+        listen_ip: [127, 0, 0, 1].into(),
+        port: 0,
+        upload_limit,
+        ..SessionConfig::default()
+    }
+}
+
+/// Files with odd sizes, one empty; content from a seeded generator.
+fn write_files(root: &Path, files: &[(&str, usize)], seed: u64) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut state = seed | 1;
+    let mut out = Vec::new();
+    for (name, len) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut data = Vec::with_capacity(*len);
+        while data.len() < *len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        data.truncate(*len);
+        std::fs::write(&path, &data).unwrap();
+        out.push((PathBuf::from(name), data));
+    }
+    out
+}
+
+async fn wait_complete(handle: &TorrentHandle) {
+    let status = tokio::time::timeout(DEADLINE, handle.wait_for(|s| s.is_complete()))
+        .await
+        .expect("torrent did not complete in time");
+    assert_eq!(
+        status.state,
+        TorrentState::Seeding,
+        "ended as {:?}",
+        status.state
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seeder_five_leechers_share_among_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("album");
+    // 64 KiB pieces; total 3 MiB + 4321 bytes: the last piece is odd-sized.
+    let files = write_files(
+        &content,
+        &[
+            ("a.bin", 2 * 1024 * 1024 + 1000),
+            ("empty.txt", 0),
+            ("sub/b.bin", 1024 * 1024 + 3321),
+        ],
+        7,
+    );
+    let tracker = TrackerServer::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(64 * 1024),
+        trackers: vec![vec![tracker.announce_url()]],
+        ..CreateOptions::default()
+    };
+    let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
+    assert_ne!(meta.info.total_length() % 65536, 0);
+
+    // The seeder's upload is capped so that the leechers must share.
+    let seeder = Session::new(local(Some(1024 * 1024))).await.unwrap();
+    let seed = seeder
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("seed"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&seed).await;
+
+    let mut leechers = Vec::new();
+    for i in 0..5 {
+        let s = Session::new(local(None)).await.unwrap();
+        let h = s
+            .add_torrent(AddTorrent {
+                metainfo: meta.clone(),
+                output_dir: dir.path().join(format!("l{i}")),
+                peers: vec![],
+            })
+            .unwrap();
+        leechers.push((s, h));
+    }
+    for (_, h) in &leechers {
+        wait_complete(h).await;
+    }
+    for (i, (_, h)) in leechers.iter().enumerate() {
+        for (name, data) in &files {
+            let copy = std::fs::read(dir.path().join(format!("l{i}/album")).join(name)).unwrap();
+            assert!(copy == *data, "leecher {i}: {} differs", name.display());
+        }
+        let status = h.status();
+        let from_others: u64 = status
+            .totals_by_peer
+            .iter()
+            .filter(|(id, _)| **id != seeder.peer_id())
+            .map(|(_, (down, _))| down)
+            .sum();
+        assert!(
+            from_others > 0,
+            "leecher {i} got nothing from other leechers: {:?}",
+            status.totals_by_peer
+        );
+    }
+    for (s, _) in leechers {
+        s.shutdown().await;
+    }
+    seeder.shutdown().await;
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_leecher_keeps_verified_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("one.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    write_files(content.parent().unwrap(), &[("one.bin", 700_001)], 3);
+    let opts = CreateOptions {
+        piece_length: Some(32 * 1024),
+        ..CreateOptions::default()
+    };
+    let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
+    let seeder = Session::new(local(None)).await.unwrap();
+    let seed = seeder
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("seed"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&seed).await;
+
+    let out = dir.path().join("leech");
+    let first = Session::new(local(None)).await.unwrap();
+    let h = first
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: out.clone(),
+            peers: vec![seeder.local_addr()],
+        })
+        .unwrap();
+    wait_complete(&h).await;
+    first.shutdown().await;
+
+    // A new session over the same folder: resume data says all is there,
+    // nothing is downloaded again.
+    let second = Session::new(local(None)).await.unwrap();
+    let h = second
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: out.clone(),
+            peers: vec![seeder.local_addr()],
+        })
+        .unwrap();
+    wait_complete(&h).await;
+    assert_eq!(h.status().stats.downloaded, 0);
+    second.shutdown().await;
+    seeder.shutdown().await;
+}
