@@ -455,9 +455,10 @@ async fn transfer(
     match outcome {
         Outcome::Done => {
             println!(
-                "{name}: complete, {} verified; uploaded {}",
+                "{name}: complete, {} verified; this run downloaded {} bytes, uploaded {} bytes",
                 progress::human_bytes(total),
-                progress::human_bytes(status.stats.uploaded)
+                status.stats.downloaded,
+                status.stats.uploaded
             );
             Ok(ExitCode::SUCCESS)
         }
