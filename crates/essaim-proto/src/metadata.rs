@@ -270,7 +270,7 @@ mod tests {
         let now = Instant::now();
         f.handle_peer(true, Some(100)).unwrap();
         f.next_request(9, now);
-        f.handle_data(9, 0, 100, &vec![0u8; 100]).unwrap();
+        f.handle_data(9, 0, 100, &[0u8; 100]).unwrap();
         assert!(f.result().is_none());
         assert_eq!(f.take_liars(), vec![9]);
         // Starts over with the next peer's size.

@@ -892,7 +892,7 @@ impl Swarm {
 fn block_ref(layout: &Layout, req: BlockRequest) -> Option<BlockRef> {
     layout
         .is_our_block(req.piece, req.begin, req.length)
-        .then(|| BlockRef {
+        .then_some(BlockRef {
             piece: req.piece,
             block: req.begin / BLOCK_SIZE,
         })

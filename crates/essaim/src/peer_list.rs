@@ -95,11 +95,10 @@ impl PeerList {
             .peers
             .iter()
             .filter(|(a, k)| {
-                !k.connected
-                    && !k.banned
-                    && !(seeding && k.seed)
-                    && k.next_try.is_none_or(|t| t <= now)
-                    && !connected.contains(a)
+                let busy = k.connected || connected.contains(a);
+                let unwanted = k.banned || (seeding && k.seed);
+                let waiting = k.next_try.is_some_and(|t| t > now);
+                !(busy || unwanted || waiting)
             })
             .min_by_key(|(_, k)| (k.failures, k.source))
             .map(|(a, _)| *a)?;

@@ -154,7 +154,7 @@ pub(crate) async fn run(
             let counter = std::sync::atomic::AtomicU32::new(0);
             storage.recheck(&|_| {
                 let done = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if done % 16 == 0 || done == total {
+                if done.is_multiple_of(16) || done == total {
                     progress_tx.send_modify(|s| {
                         s.state = TorrentState::Checking {
                             checked: done,
@@ -327,7 +327,7 @@ impl Actor {
                 _ = tick.tick() => {
                     ticks += 1;
                     let now = Instant::now();
-                    if ticks % 2 == 0 {
+                    if ticks.is_multiple_of(2) {
                         self.swarm.handle_tick(now);
                     }
                     self.dial_more();
