@@ -737,10 +737,16 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        if !p.am_interested || p.snubbed {
+        if !p.am_interested {
             return;
         }
-        let depth = p.request_depth(now) as usize;
+        // A snubbed peer keeps one request: its answer lifts the snub (never
+        // asked again, it could never redeem itself, even as our only source).
+        let depth = if p.snubbed {
+            1
+        } else {
+            p.request_depth(now) as usize
+        };
         let restricted;
         let pieces: &Bitfield = if p.peer_choking {
             if p.allowed_fast.is_empty() {
@@ -834,7 +840,8 @@ impl Swarm {
             let Some(p) = self.peers.get_mut(key) else {
                 continue;
             };
-            if !p.outstanding.is_empty()
+            if !p.snubbed
+                && !p.outstanding.is_empty()
                 && now.saturating_duration_since(p.last_block_at) > SNUB_TIMEOUT
             {
                 p.snubbed = true;
