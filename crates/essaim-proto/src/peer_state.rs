@@ -56,6 +56,8 @@ pub struct PeerState {
     pub hash_failures: u32,
     /// Number of pieces the peer has that we want (interest without rescans).
     pub wanted: u32,
+    /// Last time either side was interested in the other.
+    pub last_interest: Instant,
 }
 
 impl PeerState {
@@ -82,6 +84,7 @@ impl PeerState {
             snubbed: false,
             hash_failures: 0,
             wanted: 0,
+            last_interest: now,
         }
     }
 

@@ -43,6 +43,8 @@ pub type PeerKey = u64;
 
 /// A peer waiting this long on every request we sent it is snubbed.
 pub const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection where neither side wants anything for this long is closed.
+pub const USELESS_AFTER: Duration = Duration::from_secs(300);
 /// Pieces failed this many times by a peer get it disconnected and banned.
 pub const MAX_HASH_FAILURES: u32 = 2;
 
@@ -143,8 +145,16 @@ pub struct PeerStats {
 
 struct PieceBuffer {
     data: Vec<u8>,
-    contributors: Vec<PeerKey>,
+    /// Who sent each block.
+    senders: Vec<Option<PeerKey>>,
 }
+
+/// A failed download of a piece: who sent each block, and the block's
+/// SHA-1. When the piece later passes, every sender whose block differs
+/// from the good data lied (libtorrent calls this smart ban).
+type FailedAttempt = Vec<(Option<PeerKey>, [u8; 20])>;
+/// Failed attempts remembered per piece.
+const MAX_FAILED_ATTEMPTS: usize = 4;
 
 pub struct Swarm {
     info_hash: InfoHash,
@@ -157,7 +167,8 @@ pub struct Swarm {
     peers: BTreeMap<PeerKey, PeerState>,
     buffers: HashMap<u32, PieceBuffer>,
     /// Who sent the blocks of pieces being checked (to blame on a bad hash).
-    pending_contributors: HashMap<u32, Vec<PeerKey>>,
+    pending_senders: HashMap<u32, Vec<Option<PeerKey>>>,
+    failed_attempts: HashMap<u32, Vec<FailedAttempt>>,
     choker: Choker,
     config: SwarmConfig,
     rng: SmallRng,
@@ -193,7 +204,8 @@ impl Swarm {
             metadata,
             peers: BTreeMap::new(),
             buffers: HashMap::new(),
-            pending_contributors: HashMap::new(),
+            pending_senders: HashMap::new(),
+            failed_attempts: HashMap::new(),
             choker: Choker::new(config.upload_slots),
             rng: SmallRng::seed_from_u64(config.seed),
             config,
@@ -342,10 +354,12 @@ impl Swarm {
     }
 
     /// The driver hashed a piece from `CheckPiece`: `ok` means the hash
-    /// matched and the data is on disk.
-    pub fn handle_piece_checked(&mut self, piece: u32, ok: bool) {
-        let contributors = self.pending_contributors.remove(&piece).unwrap_or_default();
+    /// matched and the data is on disk. `data` is the piece's data as it was
+    /// checked (used to find who lied when a piece fails).
+    pub fn handle_piece_checked(&mut self, piece: u32, ok: bool, data: &[u8]) {
+        let senders = self.pending_senders.remove(&piece).unwrap_or_default();
         if ok {
+            self.convict_liars(piece, data);
             self.picker.piece_verified(piece);
             self.stats.pieces_have += 1;
             self.stats.verified += u64::from(self.layout.piece_size(piece).unwrap_or(0));
@@ -380,11 +394,25 @@ impl Swarm {
             self.picker.piece_failed(piece);
             self.stats.hash_failures += 1;
             self.stats.wasted += u64::from(self.layout.piece_size(piece).unwrap_or(0));
-            for key in contributors {
-                if let Some(p) = self.peers.get_mut(&key) {
+            let attempt: FailedAttempt = senders
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (*s, self.block_digest(piece, i as u32, data)))
+                .collect();
+            let attempts = self.failed_attempts.entry(piece).or_default();
+            if attempts.len() < MAX_FAILED_ATTEMPTS {
+                attempts.push(attempt);
+            }
+            // A peer that sent the whole piece alone is surely to blame;
+            // with several senders we wait until the piece passes to know.
+            let mut distinct: Vec<PeerKey> = senders.iter().flatten().copied().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if let [only] = distinct[..] {
+                if let Some(p) = self.peers.get_mut(&only) {
                     p.hash_failures += 1;
                     if p.hash_failures >= MAX_HASH_FAILURES {
-                        self.disconnect(key, DisconnectReason::Banned);
+                        self.disconnect(only, DisconnectReason::Banned);
                     }
                 }
             }
@@ -392,6 +420,41 @@ impl Swarm {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.fill_requests(key, None);
+        }
+    }
+
+    fn block_digest(&self, piece: u32, block: u32, data: &[u8]) -> [u8; 20] {
+        use sha1::{Digest, Sha1};
+        let range = self
+            .layout
+            .block(piece, block)
+            .map(|(b, l)| b as usize..(b + l) as usize);
+        let bytes = range.and_then(|r| data.get(r)).unwrap_or_default();
+        Sha1::digest(bytes).into()
+    }
+
+    /// A piece that failed before has passed: whoever sent a block that
+    /// differs from the good one is banned.
+    fn convict_liars(&mut self, piece: u32, good: &[u8]) {
+        let Some(attempts) = self.failed_attempts.remove(&piece) else {
+            return;
+        };
+        let mut liars = Vec::new();
+        for attempt in &attempts {
+            for (i, (sender, digest)) in attempt.iter().enumerate() {
+                if let Some(sender) = sender {
+                    if *digest != self.block_digest(piece, i as u32, good)
+                        && !liars.contains(sender)
+                    {
+                        liars.push(*sender);
+                    }
+                }
+            }
+        }
+        for key in liars {
+            if self.peers.contains_key(&key) {
+                self.disconnect(key, DisconnectReason::Banned);
+            }
         }
     }
 
@@ -625,23 +688,24 @@ impl Swarm {
             }
             outcome => {
                 let piece_size = self.layout.piece_size(piece).unwrap_or(0) as usize;
+                let blocks = self.layout.blocks_in_piece(piece).unwrap_or(0) as usize;
                 let buf = self.buffers.entry(piece).or_insert_with(|| PieceBuffer {
                     data: vec![0; piece_size],
-                    contributors: Vec::new(),
+                    senders: vec![None; blocks],
                 });
                 let start = begin as usize;
                 if let Some(dst) = buf.data.get_mut(start..start + data.len()) {
                     dst.copy_from_slice(&data);
                 }
-                if !buf.contributors.contains(&peer) {
-                    buf.contributors.push(peer);
+                if let Some(s) = buf.senders.get_mut(r.block as usize) {
+                    *s = Some(peer);
                 }
                 if duplicates {
                     self.cancel_elsewhere(r, peer);
                 }
                 if outcome == BlockReceived::PieceComplete {
                     if let Some(buf) = self.buffers.remove(&piece) {
-                        self.pending_contributors.insert(piece, buf.contributors);
+                        self.pending_senders.insert(piece, buf.senders);
                         self.out.push_back(Output::CheckPiece {
                             piece,
                             data: buf.data,
@@ -834,6 +898,18 @@ impl Swarm {
 
     /// Periodic work: rechoke every 10 s, snub detection.
     pub fn handle_tick(&mut self, now: Instant) {
+        // Peers that stay useless: neither side interested for USELESS_AFTER.
+        let mut useless = Vec::new();
+        for (&key, p) in self.peers.iter_mut() {
+            if p.am_interested || p.peer_interested {
+                p.last_interest = now;
+            } else if now.saturating_duration_since(p.last_interest) >= USELESS_AFTER {
+                useless.push(key);
+            }
+        }
+        for key in useless {
+            self.disconnect(key, DisconnectReason::Useless);
+        }
         // Snubbed peers: requests outstanding and nothing for SNUB_TIMEOUT.
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in &keys {

@@ -35,6 +35,8 @@ pub struct SessionConfig {
     pub port_search: bool,
     pub peer_id: Option<PeerId>,
     pub max_peers_per_torrent: usize,
+    /// Connected peers across all torrents, at most.
+    pub max_peers_total: usize,
     /// Regular upload slots per torrent.
     pub upload_slots: usize,
     /// Upload cap for the whole session, bytes per second.
@@ -51,6 +53,7 @@ impl Default for SessionConfig {
             port_search: true,
             peer_id: None,
             max_peers_per_torrent: 50,
+            max_peers_total: 500,
             upload_slots: 4,
             upload_limit: None,
             download_limit: None,
@@ -88,6 +91,7 @@ struct Inner {
     torrents: Mutex<HashMap<InfoHash, mpsc::Sender<TorrentCmd>>>,
     shutdown: watch::Sender<bool>,
     half_open: AtomicUsize,
+    connections: Arc<crate::torrent::ConnectionCount>,
     upload_limit: Option<Arc<Limiter>>,
     download_limit: Option<Arc<Limiter>>,
 }
@@ -175,6 +179,7 @@ impl Session {
             torrents: Mutex::new(HashMap::new()),
             shutdown,
             half_open: AtomicUsize::new(0),
+            connections: Arc::new(crate::torrent::ConnectionCount::new(config.max_peers_total)),
             upload_limit: config.upload_limit.map(|r| Arc::new(Limiter::new(r))),
             download_limit: config.download_limit.map(|r| Arc::new(Limiter::new(r))),
             config,
@@ -234,6 +239,7 @@ impl Session {
             peer_id: self.inner.peer_id,
             listen_port: self.inner.port,
             max_peers: self.inner.config.max_peers_per_torrent,
+            connections: self.inner.connections.clone(),
             upload_slots: self.inner.config.upload_slots,
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),

@@ -105,12 +105,59 @@ pub(crate) struct TorrentParams {
     pub peer_id: PeerId,
     pub listen_port: u16,
     pub max_peers: usize,
+    /// Connections of the whole session, shared by its torrents.
+    pub connections: Arc<ConnectionCount>,
     pub upload_slots: usize,
     pub upload_limit: Option<Arc<Limiter>>,
     pub download_limit: Option<Arc<Limiter>>,
 }
 
+/// The session's connection count against its cap.
+#[derive(Debug)]
+pub struct ConnectionCount {
+    count: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl ConnectionCount {
+    pub fn new(max: usize) -> Self {
+        ConnectionCount {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a slot if one is free; it is given back when the slot drops.
+    fn take(self: &Arc<Self>) -> Option<ConnSlot> {
+        use std::sync::atomic::Ordering;
+        let prev = self.count.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnSlot(self.clone()))
+    }
+
+    pub fn current(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+struct ConnSlot(Arc<ConnectionCount>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A checked piece: whether it passed (and was written), and its data.
+type DiskResult = (u32, Result<bool, String>, Vec<u8>);
+
 struct Conn {
+    _slot: ConnSlot,
     addr: SocketAddr,
     peer_id: PeerId,
     writer: mpsc::UnboundedSender<WriterCmd>,
@@ -181,14 +228,15 @@ struct Actor {
     storage: Arc<Storage>,
     peer_id: PeerId,
     max_peers: usize,
+    connections: Arc<ConnectionCount>,
     conns: HashMap<PeerKey, Conn>,
     next_key: PeerKey,
     peer_list: PeerList,
     dialing: usize,
     events_tx: mpsc::Sender<PeerEvent>,
     events_rx: mpsc::Receiver<PeerEvent>,
-    disk_tx: mpsc::UnboundedSender<(u32, Result<bool, String>)>,
-    disk_rx: mpsc::UnboundedReceiver<(u32, Result<bool, String>)>,
+    disk_tx: mpsc::UnboundedSender<DiskResult>,
+    disk_rx: mpsc::UnboundedReceiver<DiskResult>,
     dial_tx: mpsc::Sender<DialResult>,
     dial_rx: mpsc::Receiver<DialResult>,
     status_tx: watch::Sender<TorrentStatus>,
@@ -238,6 +286,7 @@ impl Actor {
             storage,
             peer_id: params.peer_id,
             max_peers: params.max_peers,
+            connections: params.connections,
             conns: HashMap::new(),
             next_key: 1,
             peer_list,
@@ -312,7 +361,7 @@ impl Actor {
                         }
                     }
                 }
-                Some((piece, res)) = self.disk_rx.recv() => self.on_disk(piece, res),
+                Some((piece, res, data)) = self.disk_rx.recv() => self.on_disk(piece, res, &data),
                 Some(res) = self.dial_rx.recv() => self.on_dial(res),
                 Some(addrs) = peers_rx.recv() => {
                     for a in addrs { self.peer_list.add(a, PeerSource::Tracker); }
@@ -482,6 +531,10 @@ impl Actor {
         if self.peer_list.is_banned(&addr) {
             return;
         }
+        let Some(slot) = self.connections.take() else {
+            tracing::debug!(%addr, "session connection limit reached, dropping connection");
+            return;
+        };
         if source == PeerSource::Incoming {
             self.peer_list.add(addr, PeerSource::Incoming);
             self.peer_list.connected(addr);
@@ -509,6 +562,7 @@ impl Actor {
         self.conns.insert(
             key,
             Conn {
+                _slot: slot,
                 addr,
                 peer_id: hs.peer_id,
                 writer: wtx,
@@ -554,13 +608,13 @@ impl Actor {
         }
     }
 
-    fn on_disk(&mut self, piece: u32, res: Result<bool, String>) {
+    fn on_disk(&mut self, piece: u32, res: Result<bool, String>, data: &[u8]) {
         match res {
             Ok(ok) => {
                 if !ok {
                     tracing::debug!(piece, "piece failed its hash check");
                 }
-                self.swarm.handle_piece_checked(piece, ok);
+                self.swarm.handle_piece_checked(piece, ok, data);
             }
             Err(e) => {
                 tracing::error!("{e}");
@@ -598,7 +652,7 @@ impl Actor {
                         } else {
                             Ok(false)
                         };
-                        let _ = tx.send((piece, res));
+                        let _ = tx.send((piece, res, data));
                     });
                 }
                 Output::Disconnect { peer, reason } => {
@@ -621,7 +675,9 @@ impl Actor {
                     tracing::info!(name = %self.meta.info.name, "download complete");
                     self.resume_dirty = true;
                     // Saved at the next tick, on the blocking pool.
-                    self.last_resume = Instant::now() - RESUME_INTERVAL;
+                    self.last_resume = Instant::now()
+                        .checked_sub(RESUME_INTERVAL)
+                        .unwrap_or(self.last_resume);
                 }
             }
         }
