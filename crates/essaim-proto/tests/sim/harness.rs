@@ -3,9 +3,12 @@
 //! Each node is one `Swarm` of the same torrent with a "disk" (one
 //! `Option<Vec<u8>>` per piece). Nodes are joined by connections; each
 //! direction of a connection is a FIFO link with a latency and, optionally,
-//! a bandwidth; a node may also have an uplink cap shared by all its links.
-//! A message's delivery time is when the link (and the uplink) have finished
-//! transmitting it, plus the latency.
+//! a bandwidth. A node may also have an uplink cap shared by all its links:
+//! its messages then wait in one queue per connection and the uplink takes
+//! the connections in turn, sending up to [`UPLINK_QUANTUM`] bytes (at least
+//! one message) of each (a deficit round robin without carry-over: byte-fair
+//! between connections, FIFO within one, as TCP flows share a bottleneck). A message's
+//! delivery time is when it has been transmitted, plus the link latency.
 //!
 //! The harness is the swarms' driver: it carries out every [`Output`] as the
 //! contract at the top of `swarm.rs` says, delivers messages in time order
@@ -20,7 +23,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,8 @@ pub enum Behavior {
 pub struct NodeSpec {
     /// Starts with every piece.
     pub seed: bool,
+    /// Starts with these pieces (overrides `seed`).
+    pub pieces: Option<Vec<u32>>,
     pub behavior: Behavior,
     /// Upload cap shared by all the node's links, bytes per virtual second.
     pub uplink: Option<u64>,
@@ -96,6 +101,7 @@ impl NodeSpec {
     pub fn seed() -> Self {
         NodeSpec {
             seed: true,
+            pieces: None,
             behavior: Behavior::Honest,
             uplink: None,
             config: SwarmConfig::default(),
@@ -105,6 +111,13 @@ impl NodeSpec {
         NodeSpec {
             seed: false,
             ..NodeSpec::seed()
+        }
+    }
+    /// A node that starts with `pieces` verified on disk.
+    pub fn with_pieces(pieces: Vec<u32>) -> Self {
+        NodeSpec {
+            pieces: Some(pieces),
+            ..NodeSpec::leecher()
         }
     }
     pub fn uplink(mut self, bytes_per_sec: u64) -> Self {
@@ -153,7 +166,11 @@ pub struct Node {
     pub initial_seed: bool,
     pub upload_slots: usize,
     uplink: Option<u64>,
-    uplink_busy: Duration,
+    /// Messages waiting for the uplink, per `(connection, side)`.
+    uplink_queues: BTreeMap<(usize, usize), VecDeque<Queued>>,
+    /// The queue served last (round robin), and whether a send is under way.
+    uplink_last: (usize, usize),
+    uplink_busy: bool,
     next_key: PeerKey,
     endpoints: BTreeMap<PeerKey, Endpoint>,
     /// `Completed` outputs seen.
@@ -206,7 +223,25 @@ pub struct DisconnectRecord {
     pub reason: DisconnectReason,
 }
 
+/// Bytes a connection may send per turn of a capped uplink: one block
+/// message, or many small ones.
+pub const UPLINK_QUANTUM: usize = essaim_core::BLOCK_SIZE as usize + 1024;
+
+/// A message waiting for a node's uplink; `block` is the length of a served
+/// block (reported with `handle_block_sent` once transmitted).
+struct Queued {
+    msg: Message,
+    block: Option<u32>,
+}
+
 enum Event {
+    /// A node's uplink finished transmitting a message.
+    Transmitted {
+        node: usize,
+        conn: usize,
+        side: usize,
+        batch: Vec<Queued>,
+    },
     Deliver {
         conn: usize,
         to_side: usize,
@@ -239,6 +274,8 @@ pub struct Sim {
     /// What nodes sent to raw peers: `(node, key, message)`.
     pub raw_sent: Vec<(usize, PeerKey, Message)>,
     pub rng: SmallRng,
+    /// Debugging aid: print every message delivered to this node.
+    pub trace: Option<usize>,
 }
 
 impl Sim {
@@ -248,14 +285,21 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
-                let have = if spec.seed {
+                let mut have = if spec.seed {
                     Bitfield::full(n)
                 } else {
                     Bitfield::new(n)
                 };
+                if let Some(pieces) = &spec.pieces {
+                    have = Bitfield::new(n);
+                    for &p in pieces {
+                        have.set(p);
+                    }
+                }
                 let disk = (0..n)
-                    .map(|p| spec.seed.then(|| content.piece(p).to_vec()))
+                    .map(|p| have.get(p).then(|| content.piece(p).to_vec()))
                     .collect();
+                let full = have.is_full();
                 let mut config = spec.config.clone();
                 config.seed = seed.wrapping_mul(1000).wrapping_add(i as u64);
                 Node {
@@ -269,9 +313,11 @@ impl Sim {
                     ),
                     disk,
                     behavior: spec.behavior,
-                    initial_seed: spec.seed,
+                    initial_seed: full,
                     uplink: spec.uplink,
-                    uplink_busy: Duration::ZERO,
+                    uplink_queues: BTreeMap::new(),
+                    uplink_last: (0, 0),
+                    uplink_busy: false,
                     next_key: 100,
                     endpoints: BTreeMap::new(),
                     completed: 0,
@@ -300,6 +346,7 @@ impl Sim {
             useful: vec![vec![0; count]; count],
             raw_sent: Vec::new(),
             rng: SmallRng::seed_from_u64(seed),
+            trace: None,
         }
     }
 
@@ -433,7 +480,7 @@ impl Sim {
                         Message::Cancel(r) => remove_one(&mut self.conns[c].requested[s], r),
                         _ => {}
                     }
-                    self.transmit(c, s, msg);
+                    self.transmit(c, s, msg, None);
                 }
                 Some(Endpoint::Raw) => self.raw_sent.push((i, peer, msg)),
                 None => {}
@@ -471,15 +518,7 @@ impl Sim {
                     data: Bytes::from(data),
                 };
                 match node.endpoints.get(&peer).copied() {
-                    Some(Endpoint::Conn(c, s)) => {
-                        let end = self.transmit(c, s, msg);
-                        let ev = Event::BlockSent {
-                            conn: c,
-                            side: s,
-                            len: req.length,
-                        };
-                        self.schedule(end, ev);
-                    }
+                    Some(Endpoint::Conn(c, s)) => self.transmit(c, s, msg, Some(req.length)),
                     Some(Endpoint::Raw) => {
                         self.raw_sent.push((i, peer, msg));
                         node.swarm.handle_block_sent(peer, req.length, now);
@@ -505,13 +544,13 @@ impl Sim {
                     let ok = <[u8; 20]>::from(Sha1::digest(&data)) == self.content.hashes[p];
                     if ok {
                         assert_eq!(data, self.content.piece(piece), "sha1 collision?!");
-                        node.disk[p] = Some(data);
+                        node.disk[p] = Some(data.clone());
                     } else {
                         node.check_failures += 1;
                     }
                     ok
                 };
-                self.nodes[i].swarm.handle_piece_checked(piece, ok);
+                self.nodes[i].swarm.handle_piece_checked(piece, ok, &data);
             }
             Output::Disconnect { peer, reason } => {
                 let ep = self.nodes[i].endpoints.get(&peer).copied();
@@ -563,35 +602,33 @@ impl Sim {
         }
     }
 
-    /// Puts `msg` on link `s` of connection `c`; returns when it has been
-    /// transmitted (delivery is that plus the latency).
-    fn transmit(&mut self, c: usize, s: usize, msg: Message) -> Duration {
-        let size = msg.encoded_len() as u64;
+    /// Puts `msg` on link `s` of connection `c` (through the sender's
+    /// uplink, if capped). `block`: the length of a served block.
+    fn transmit(&mut self, c: usize, s: usize, msg: Message, block: Option<u32>) {
         let from = self.conns[c].ends[s].0;
         let to = self.conns[c].ends[1 - s].0;
-        let uplink = self.nodes[from].uplink;
-        let link = &mut self.conns[c].links[s];
-        let mut start = self.t.max(link.busy);
-        if uplink.is_some() {
-            start = start.max(self.nodes[from].uplink_busy);
-        }
-        let tx = |bw: Option<u64>| {
-            bw.map_or(Duration::ZERO, |bw| {
-                Duration::from_nanos(size * 1_000_000_000 / bw.max(1))
-            })
-        };
-        let end = start + tx(link.spec.bandwidth).max(tx(uplink));
-        link.busy = end;
-        if uplink.is_some() {
-            self.nodes[from].uplink_busy = end;
-        }
-        let deliver = end + link.spec.latency;
         self.log.push(Sent {
             t: self.t,
             from,
             to,
             msg: msg.clone(),
         });
+        if self.nodes[from].uplink.is_some() {
+            let node = &mut self.nodes[from];
+            node.uplink_queues
+                .entry((c, s))
+                .or_default()
+                .push_back(Queued { msg, block });
+            if !node.uplink_busy {
+                self.uplink_next(from);
+            }
+            return;
+        }
+        let link = &mut self.conns[c].links[s];
+        let start = self.t.max(link.busy);
+        let end = start + tx_time(msg.encoded_len(), link.spec.bandwidth);
+        link.busy = end;
+        let deliver = end + link.spec.latency;
         self.schedule(
             deliver,
             Event::Deliver {
@@ -600,12 +637,82 @@ impl Sim {
                 msg,
             },
         );
-        end
+        if let Some(len) = block {
+            self.schedule(
+                end,
+                Event::BlockSent {
+                    conn: c,
+                    side: s,
+                    len,
+                },
+            );
+        }
+    }
+
+    /// Starts sending the next queued message of `node`'s uplink, taking
+    /// the connections in turn.
+    fn uplink_next(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        n.uplink_queues.retain(|_, q| !q.is_empty());
+        let next = n
+            .uplink_queues
+            .range((
+                std::ops::Bound::Excluded(n.uplink_last),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+            .or_else(|| n.uplink_queues.iter().next())
+            .map(|(k, _)| *k);
+        let Some((c, s)) = next else {
+            n.uplink_busy = false;
+            return;
+        };
+        n.uplink_last = (c, s);
+        n.uplink_busy = true;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        if let Some(q) = n.uplink_queues.get_mut(&(c, s)) {
+            while let Some(m) = q.front() {
+                let len = m.msg.encoded_len();
+                if !batch.is_empty() && size + len > UPLINK_QUANTUM {
+                    break;
+                }
+                size += len;
+                batch.extend(q.pop_front());
+            }
+        }
+        let bw = match (n.uplink, self.conns[c].links[s].spec.bandwidth) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let done = self.t + tx_time(size, bw);
+        self.schedule(
+            done,
+            Event::Transmitted {
+                node,
+                conn: c,
+                side: s,
+                batch,
+            },
+        );
     }
 
     fn schedule(&mut self, at: Duration, ev: Event) {
         self.seq += 1;
         self.events.insert((at, self.seq), ev);
+    }
+
+    /// Holds everything sent on link `side` of connection `c` until virtual
+    /// time `until` (a stalled route; TCP delivers it all afterwards). Only
+    /// for senders without an uplink cap.
+    pub fn stall(&mut self, c: usize, side: usize, until: Duration) {
+        let from = self.conns[c].ends[side].0;
+        assert!(
+            self.nodes[from].uplink.is_none(),
+            "stall on a capped uplink"
+        );
+        let link = &mut self.conns[c].links[side];
+        link.busy = link.busy.max(until);
     }
 
     /// Closes connection `c` at both ends (in-flight messages are lost).
@@ -616,7 +723,9 @@ impl Sim {
         self.conns[c].alive = false;
         self.conns[c].requested = [Vec::new(), Vec::new()];
         let now = self.now();
-        for (node, key) in self.conns[c].ends {
+        for (side, (node, key)) in self.conns[c].ends.into_iter().enumerate() {
+            // Whatever still waits for the uplink is lost with the connection.
+            self.nodes[node].uplink_queues.remove(&(c, side));
             self.nodes[node].endpoints.remove(&key);
             self.nodes[node].swarm.handle_peer_disconnected(key, now);
         }
@@ -629,6 +738,16 @@ impl Sim {
         let (to, key) = self.conns[c].ends[r];
         let from = self.conns[c].ends[1 - r].0;
         let now = self.now();
+        if self.trace == Some(to) {
+            match &msg {
+                Message::Piece { piece, begin, data } => eprintln!(
+                    "{:?} {from} -> {to}: piece {piece} {begin} +{}",
+                    self.t,
+                    data.len()
+                ),
+                m => eprintln!("{:?} {from} -> {to}: {m:?}", self.t),
+            }
+        }
         match &msg {
             Message::Piece { piece, begin, data } => {
                 let req = BlockRequest {
@@ -682,6 +801,26 @@ impl Sim {
                 self.t = at;
                 match ev {
                     Event::Deliver { conn, to_side, msg } => self.deliver(conn, to_side, msg),
+                    Event::Transmitted {
+                        node,
+                        conn,
+                        side,
+                        batch,
+                    } => {
+                        let key = self.conns[conn].ends[side].1;
+                        let now = self.now();
+                        for Queued { msg, block } in batch {
+                            if self.conns[conn].alive {
+                                let at = self.t + self.conns[conn].links[side].spec.latency;
+                                let to_side = 1 - side;
+                                self.schedule(at, Event::Deliver { conn, to_side, msg });
+                            }
+                            if let Some(len) = block {
+                                self.nodes[node].swarm.handle_block_sent(key, len, now);
+                            }
+                        }
+                        self.uplink_next(node);
+                    }
                     Event::BlockSent { conn, side, len } => {
                         let (node, key) = self.conns[conn].ends[side];
                         let now = self.now();
@@ -836,6 +975,12 @@ impl Sim {
             }
         }
     }
+}
+
+fn tx_time(size: usize, bandwidth: Option<u64>) -> Duration {
+    bandwidth.map_or(Duration::ZERO, |bw| {
+        Duration::from_nanos(size as u64 * 1_000_000_000 / bw.max(1))
+    })
 }
 
 fn remove_one(list: &mut Vec<BlockRequest>, r: &BlockRequest) {
