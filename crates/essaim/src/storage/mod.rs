@@ -396,6 +396,14 @@ impl Storage {
             None => self.layout.total_length(),
         };
         let total = (stop - start) as usize;
+        // Nothing was ever written there (a fresh or sparse file): absent,
+        // without reading and hashing zeros.
+        if self.is_hole(start, stop - start) {
+            for p in first..end {
+                report(p, false);
+            }
+            return Ok(());
+        }
         if end - first > 1 && total <= READ_CHUNK {
             buf.resize(total, 0);
             match self.read_at(start, buf) {
@@ -416,10 +424,51 @@ impl Storage {
         }
         for p in first..end {
             let size = self.layout.piece_size(p).unwrap_or(0);
-            let ok = self.hash_one(p, size, buf)?;
+            let hole = self
+                .layout
+                .piece_offset(p)
+                .is_some_and(|o| self.is_hole(o, u64::from(size)));
+            let ok = !hole && self.hash_one(p, size, buf)?;
             report(p, ok);
         }
         Ok(())
+    }
+
+    /// Whether `len` bytes at torrent offset `offset` lie entirely in holes
+    /// of sparse files (or in missing files), asked with `lseek(SEEK_DATA)`.
+    /// Any doubt (an error, a filesystem without SEEK_DATA) answers `false`,
+    /// so the data is read and hashed as usual.
+    fn is_hole(&self, offset: u64, len: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut stored = false;
+        for slice in self.layout.slices(offset, len) {
+            let Some(file) = self.files.get(slice.file) else {
+                return false;
+            };
+            let Some(path) = file.path.as_ref() else {
+                continue; // padding: zeros by definition, not stored
+            };
+            stored = true;
+            let handle = match self.handles.get(slice.file, path, false) {
+                Ok(h) => h,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return false,
+            };
+            let Ok(start) = libc::off_t::try_from(slice.offset) else {
+                return false;
+            };
+            // SAFETY: lseek on a file descriptor we own; no memory is passed.
+            let next = unsafe { libc::lseek(handle.as_raw_fd(), start, libc::SEEK_DATA) };
+            if next < 0 {
+                // ENXIO: no data at or after `start`; anything else: unknown.
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENXIO) {
+                    return false;
+                }
+            } else if (next as u64) < slice.offset + slice.length {
+                return false;
+            }
+        }
+        stored
     }
 
     /// Hashes one piece, reading it in chunks; missing data is `Ok(false)`.
