@@ -92,6 +92,13 @@ impl PiecePicker {
     pub fn set_skipped(&mut self, piece: u32) {
         self.skip.set(piece);
     }
+    pub fn is_skipped(&self, piece: u32) -> bool {
+        self.skip.get(piece)
+    }
+    /// Whether `piece` is still to download: neither verified nor skipped.
+    pub fn wants(&self, piece: u32) -> bool {
+        !self.have.get(piece) && !self.skip.get(piece)
+    }
     pub fn availability(&self, piece: u32) -> u32 {
         self.availability.get(piece as usize).copied().unwrap_or(0)
     }

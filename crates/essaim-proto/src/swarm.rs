@@ -230,8 +230,21 @@ impl Swarm {
     }
     /// Excludes a piece from downloading (unselected files).
     pub fn skip_piece(&mut self, piece: u32) {
+        let was_wanted = self.picker.wants(piece);
         self.picker.set_skipped(piece);
         self.completed = self.picker.is_complete();
+        if was_wanted {
+            // Peers' `wanted` counts skipped pieces no more.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.bitfield.get(piece) {
+                        p.wanted = p.wanted.saturating_sub(1);
+                    }
+                }
+                self.update_interest(key);
+            }
+        }
     }
 
     /// Largest message a peer may send us, for the framing decoder.
@@ -371,7 +384,9 @@ impl Swarm {
                 };
                 let has = p.bitfield.get(piece);
                 if has {
-                    p.wanted = p.wanted.saturating_sub(1);
+                    if !self.picker.is_skipped(piece) {
+                        p.wanted = p.wanted.saturating_sub(1);
+                    }
                 } else {
                     self.send(key, Message::Have { piece });
                 }
@@ -515,7 +530,7 @@ impl Swarm {
                 p.got_pieces_message = true;
                 if p.bitfield.set(piece) {
                     self.picker.peer_has(piece);
-                    if !self.picker.have().get(piece) {
+                    if self.picker.wants(piece) {
                         p.wanted += 1;
                     }
                     self.after_pieces_changed(peer, now);
@@ -576,8 +591,8 @@ impl Swarm {
         };
         p.got_pieces_message = true;
         self.picker.peer_bitfield(&bits);
-        let have = self.picker.have();
-        p.wanted = bits.iter_set().filter(|&i| !have.get(i)).count() as u32;
+        let picker = &self.picker;
+        p.wanted = bits.iter_set().filter(|&i| picker.wants(i)).count() as u32;
         p.bitfield = bits;
         if self.completed && p.is_seed() {
             self.disconnect(peer, DisconnectReason::Useless);
