@@ -727,6 +727,49 @@ fn stalled_seed_is_asked_again_after_the_snub() {
 }
 
 #[test]
+fn skipped_pieces_are_neither_requested_nor_wanted() {
+    // 0: has pieces 0..10 and wants no more, 1: seed, 2: a leecher that
+    // skips 0..10, so has no use for node 0.
+    let specs = [
+        NodeSpec::with_pieces((0..10).collect()),
+        NodeSpec::seed(),
+        NodeSpec::leecher(),
+    ];
+    let mut sim = Sim::new(content(13), &specs, 13);
+    for p in 0..10 {
+        sim.skip(2, p);
+    }
+    for p in 10..sim.content.num_pieces() {
+        sim.skip(0, p);
+    }
+    sim.connect_all(10..40, true);
+    sim.run_until(secs(60), |s| s.nodes[2].completed == 1);
+    sim.run_for(secs(10));
+    let n = sim.content.num_pieces();
+    for p in 0..n {
+        let got = sim.nodes[2].disk[p as usize].as_deref();
+        if p < 10 {
+            assert_eq!(got, None, "skipped piece {p} downloaded");
+        } else {
+            assert_eq!(got, Some(sim.content.piece(p)), "piece {p}");
+        }
+    }
+    let asked_skipped = sim
+        .log
+        .iter()
+        .any(|s| s.from == 2 && matches!(s.msg, Message::Request(r) if r.piece < 10));
+    assert!(!asked_skipped, "a skipped piece was requested");
+    let interested_in_0 = sim
+        .log
+        .iter()
+        .any(|s| s.from == 2 && s.to == 0 && s.msg == Message::Interested);
+    assert!(
+        !interested_in_0,
+        "interested in a peer that has only skipped pieces"
+    );
+}
+
+#[test]
 fn lost_connection_releases_its_requests() {
     // Two seeds; the connection to the first drops while blocks are in
     // flight. Its requests go back to the picker and the other seed.

@@ -185,6 +185,8 @@ pub struct Node {
     pub check_failures: u32,
     /// `Serve` outputs dropped (black hole).
     pub serves_dropped: u32,
+    /// Pieces the node does not want ([`Sim::skip`]).
+    pub skipped: Vec<bool>,
 }
 
 struct Link {
@@ -326,6 +328,7 @@ impl Sim {
                     checks: vec![0; n as usize],
                     check_failures: 0,
                     serves_dropped: 0,
+                    skipped: vec![false; n as usize],
                 }
             })
             .collect();
@@ -439,6 +442,17 @@ impl Sim {
         self.nodes[node].swarm.handle_message(key, msg, now);
         self.drain_all();
         self.check_invariants();
+    }
+
+    /// `node` skips `piece` (an unselected file).
+    pub fn skip(&mut self, node: usize, piece: u32) {
+        let n = &mut self.nodes[node];
+        n.skipped[piece as usize] = true;
+        n.swarm.skip_piece(piece);
+        if n.completed == 0 && n.swarm.is_complete() {
+            // Has all it wants from the start: no `Completed` to expect.
+            n.initial_seed = true;
+        }
     }
 
     pub fn is_connected(&self, node: usize, key: PeerKey) -> bool {
@@ -592,6 +606,9 @@ impl Sim {
                 node.completed += 1;
                 node.completed_at.get_or_insert(self.t);
                 for (p, d) in node.disk.iter().enumerate() {
+                    if node.skipped[p] {
+                        continue;
+                    }
                     assert_eq!(
                         d.as_deref(),
                         Some(self.content.piece(p as u32)),
