@@ -8,7 +8,8 @@
 # all six ordered pairs). Each pair gets fresh random data (a multi-file
 # torrent with a zero-length file and an odd-sized last piece), a fresh
 # tracker (tracker.py) and fresh client state, and compares the downloaded
-# files byte for byte with the source. Every wait has a deadline.
+# files byte for byte with the source. Every wait has a deadline. The work
+# folder (logs of every client) is kept on failure, or always with KEEP=1.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "validate: $*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+die() { log "FAIL: $*"; KEEP=1; exit 1; }
 
 free_port() {
     $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

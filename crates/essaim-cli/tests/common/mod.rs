@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 mod clients;
+#[allow(unused_imports)]
 pub use clients::*;
 
 /// How long any single step (a check, a download, a process exit) may take.
@@ -414,16 +415,32 @@ pub fn essaim_create(path: &Path, tracker: Option<&str>, piece_size: u32, out: &
 
 /// Starts `essaim tracker --listen 127.0.0.1:PORT` and returns it with its
 /// announce URL once it accepts connections.
+///
+/// With `ESSAIM_INTEROP_TRACKER=python` in the environment, runs
+/// `tests/interop/tracker.py` instead: a debugging aid to tell a tracker
+/// problem from a peer-wire one.
 pub fn essaim_tracker() -> (Proc, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut p = Proc::spawn(
-        "essaim-tracker",
-        Command::new(essaim_bin()).args(["tracker", "--listen", &listen]),
-    );
+    let python = std::env::var("ESSAIM_INTEROP_TRACKER").is_ok_and(|v| v == "python");
+    let mut p = if python {
+        Proc::spawn(
+            "py-tracker",
+            Command::new("/usr/bin/python3")
+                .arg(interop_dir().join("tracker.py"))
+                .args(["--listen", &listen]),
+        )
+    } else {
+        Proc::spawn(
+            "essaim-tracker",
+            Command::new(essaim_bin()).args(["tracker", "--listen", &listen]),
+        )
+    };
     let addr: SocketAddr = listen.parse().expect("addr");
-    wait_for_listener("essaim tracker to listen", addr, DEADLINE);
-    p.assert_running();
+    wait_until("the tracker to accept connections", DEADLINE, || {
+        p.assert_running();
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+    });
     (p, format!("http://{listen}/announce"))
 }
 
