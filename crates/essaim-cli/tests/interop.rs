@@ -53,6 +53,7 @@ impl Dirs {
 /// Transmission's torrents (it leaves zero-length files out, so none here).
 #[test]
 fn transmission_seeds_essaim_downloads() {
+    require_transmission();
     let (d, files) = Dirs::new(false);
     transmission_create(&d.content(), None, PIECE_SIZE / 1024, &d.torrent());
     let mut tr = Transmission::start(&d.path("tr-config"), &d.src());
@@ -68,6 +69,7 @@ fn transmission_seeds_essaim_downloads() {
 /// the torrent has one anyway, to check it copes with our torrent.
 #[test]
 fn essaim_seeds_transmission_downloads() {
+    require_transmission();
     let (d, files) = Dirs::new(true);
     essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
     let mut tr = Transmission::start(&d.path("tr-config"), &d.out());
@@ -86,6 +88,7 @@ fn essaim_seeds_transmission_downloads() {
 /// file).
 #[test]
 fn libtorrent_seeds_essaim_downloads() {
+    require_libtorrent();
     let (d, files) = Dirs::new(true);
     lt_create(&d.content(), None, PIECE_SIZE, &d.torrent());
     let lt_port = free_port();
@@ -97,6 +100,7 @@ fn libtorrent_seeds_essaim_downloads() {
 
 #[test]
 fn essaim_seeds_libtorrent_downloads() {
+    require_libtorrent();
     let (d, files) = Dirs::new(true);
     essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
     let (mut seeder, port) = essaim_seed(&d.torrent(), &d.src(), &[]);
@@ -112,6 +116,7 @@ fn essaim_seeds_libtorrent_downloads() {
 
 #[test]
 fn aria2_seeds_essaim_downloads() {
+    require_aria2();
     let (d, files) = Dirs::new(true);
     let (_tracker, announce) = essaim_tracker();
     essaim_create(&d.content(), Some(&announce), PIECE_SIZE, &d.torrent());
@@ -123,6 +128,7 @@ fn aria2_seeds_essaim_downloads() {
 
 #[test]
 fn essaim_seeds_aria2_downloads() {
+    require_aria2();
     let (d, files) = Dirs::new(true);
     let (_tracker, announce) = essaim_tracker();
     essaim_create(&d.content(), Some(&announce), PIECE_SIZE, &d.torrent());

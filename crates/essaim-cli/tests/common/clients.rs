@@ -17,6 +17,29 @@ use super::{
 
 const TRANSMISSION_PACKAGES: &str = "transmission-daemon transmission-cli";
 
+/// Fails the test unless Transmission's daemon, remote and creator are
+/// installed.
+pub fn require_transmission() {
+    require_programs(
+        &[
+            "transmission-daemon",
+            "transmission-remote",
+            "transmission-create",
+        ],
+        TRANSMISSION_PACKAGES,
+    );
+}
+
+/// Fails the test unless /usr/bin/python3 can import libtorrent.
+pub fn require_libtorrent() {
+    require_python_libtorrent();
+}
+
+/// Fails the test unless aria2c is installed.
+pub fn require_aria2() {
+    require_programs(&["aria2c"], "aria2");
+}
+
 /// A transmission-daemon with its own config folder, RPC on 127.0.0.1 and
 /// peer port on 127.0.0.1. It holds at most one torrent (id 1).
 ///
@@ -171,7 +194,7 @@ impl Transmission {
 /// `transmission-create [-t URL] -s KIB -o OUT PATH`. Note: it leaves
 /// zero-length files out of the torrent.
 pub fn transmission_create(path: &Path, tracker: Option<&str>, piece_kib: u32, out: &Path) {
-    require_programs(&["transmission-create"], TRANSMISSION_PACKAGES);
+    require_transmission();
     let mut cmd = Command::new("transmission-create");
     if let Some(url) = tracker {
         cmd.args(["-t", url]);
@@ -234,7 +257,7 @@ pub fn lt_get(torrent: &Path, out: &Path, port: u16, peers: &[SocketAddr]) {
 /// aria2 has no way to be told a peer: it learns peers from trackers only
 /// (DHT, LPD and PEX are off here), so its torrents need a tracker.
 fn aria2c(dir: &Path, port: u16) -> Command {
-    require_programs(&["aria2c"], "aria2");
+    require_aria2();
     let mut cmd = Command::new("aria2c");
     cmd.args([
         "--no-conf",
