@@ -18,7 +18,9 @@ paths).
 
 The session listens on 127.0.0.1 only, with DHT, LSD, UPnP, NAT-PMP and uTP
 off and several connections per IP allowed, so every peer is a TCP peer on
-loopback. Progress lines go to stderr, the `ready`/`done` markers to stdout.
+loopback. Every mode that runs a session prints `listening on 127.0.0.1:PORT`
+once bound (--port 0 lets the system choose). Progress lines go to stderr;
+the `listening on`, `ready` and `done` markers to stdout.
 """
 
 import argparse
@@ -81,6 +83,7 @@ def make_session(port):
                 sys.exit(4)
             if isinstance(a, lt.listen_succeeded_alert):
                 log(a.message())
+                print(f"listening on {a.address}:{a.port}", flush=True)
                 return ses
         ses.wait_for_alert(200)
     log("no listen_succeeded_alert within 10 s")

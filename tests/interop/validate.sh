@@ -29,8 +29,22 @@ trap cleanup EXIT
 log() { echo "validate: $*" >&2; }
 die() { log "FAIL: $*"; KEEP=1; exit 1; }
 
+# A free port below the kernel's ephemeral range, so that no outgoing
+# connection (a tracker announce) takes it before the client binds it.
 free_port() {
-    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    $PY - <<'EOF'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(10000, low)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        print(port)
+        break
+    except OSError:
+        pass
+EOF
 }
 
 # wait_until SECONDS DESCRIPTION CMD...: poll CMD every 0.2 s until it succeeds.

@@ -39,11 +39,38 @@ pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and
-/// let go). Another process may grab it in between; rare enough for tests.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a process that
+/// must be told its port up front.
+///
+/// Ports come from below the kernel's ephemeral range
+/// (`ip_local_port_range`, where bind-to-0 and outgoing connections take
+/// theirs), so a client's tracker connection cannot grab one between now
+/// and its bind; and this process never hands out the same port twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().expect("ports lock");
+    if ephemeral_low > 12000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            let port = rand::Rng::gen_range(&mut rng, 10000..ephemeral_low);
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Fails the test with install instructions when a required program is not
