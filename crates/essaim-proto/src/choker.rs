@@ -8,9 +8,10 @@
 //! - While downloading (tit-for-tat): rank by how fast each peer uploads to
 //!   us over the rate window; snubbed peers (no block for a minute while we
 //!   wait on them) are never among the regular slots (anti-snubbing).
-//! - While seeding: rank by how fast we upload to them, but a peer that has
-//!   held a slot for more than [`SEED_ROTATE_AFTER`] goes to the back, so that
-//!   every interested peer gets served in turn.
+//! - While seeding: peers holding a slot for less than [`SEED_ROTATE_AFTER`]
+//!   keep it (fastest first); the other slots go to waiting peers, the one
+//!   unchoked longest ago (or never) first; a peer that held its slot longer
+//!   goes to the back. So every interested peer gets served in turn.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ pub struct Choker {
     slots: usize,
     optimistic: Option<u64>,
     optimistic_at: Option<Instant>,
+    /// When each peer last held a slot (for the seeding rotation).
+    last_unchoked: std::collections::HashMap<u64, Instant>,
 }
 
 impl Choker {
@@ -48,6 +51,7 @@ impl Choker {
             slots,
             optimistic: None,
             optimistic_at: None,
+            last_unchoked: std::collections::HashMap::new(),
         }
     }
 
@@ -64,11 +68,20 @@ impl Choker {
             .filter(|p| p.interested && (seeding || !p.snubbed))
             .collect();
         if seeding {
+            let last = &self.last_unchoked;
             ranked.sort_by_key(|p| {
                 let overdue = p
                     .unchoked_since
                     .is_some_and(|t| now.saturating_duration_since(t) > SEED_ROTATE_AFTER);
-                (overdue, std::cmp::Reverse(p.upload_rate), p.key)
+                let waiting = p.unchoked_since.is_none();
+                let rate = if waiting { 0 } else { p.upload_rate };
+                (
+                    overdue,
+                    waiting,
+                    std::cmp::Reverse(rate),
+                    last.get(&p.key).copied(),
+                    p.key,
+                )
             });
         } else {
             ranked.sort_by_key(|p| (std::cmp::Reverse(p.download_rate), p.key));
@@ -99,6 +112,11 @@ impl Choker {
             if !unchoke.contains(&k) {
                 unchoke.push(k);
             }
+        }
+        self.last_unchoked
+            .retain(|k, _| peers.iter().any(|p| p.key == *k));
+        for k in &unchoke {
+            self.last_unchoked.insert(*k, now);
         }
         unchoke
     }

@@ -29,9 +29,6 @@ pub struct PeerState {
     pub extensions: bool,
     /// Pieces the peer has.
     pub bitfield: Bitfield,
-    /// Whether a bitfield, have_all or have_none (or a have) was received:
-    /// a bitfield after that is a protocol violation.
-    pub got_pieces_message: bool,
     pub am_choking: bool,
     pub am_interested: bool,
     pub peer_choking: bool,
@@ -66,7 +63,6 @@ impl PeerState {
             fast,
             extensions,
             bitfield: Bitfield::new(num_pieces),
-            got_pieces_message: false,
             am_choking: true,
             am_interested: false,
             peer_choking: true,

@@ -527,7 +527,6 @@ impl Swarm {
                 if piece >= n {
                     return Err(format!("have for piece {piece} of {n}"));
                 }
-                p.got_pieces_message = true;
                 if p.bitfield.set(piece) {
                     self.picker.peer_has(piece);
                     if self.picker.wants(piece) {
@@ -536,26 +535,19 @@ impl Swarm {
                     self.after_pieces_changed(peer, now);
                 }
             }
+            // BEP 3 wants the bitfield first, but clients (aria2) send one
+            // later too: a late one replaces what we knew of the peer.
             Message::Bitfield(bytes) => {
-                if p.got_pieces_message {
-                    return Err("bitfield after the first pieces message".into());
-                }
                 let bits = Bitfield::from_bytes(&bytes, n).map_err(|e| e.to_string())?;
                 self.set_peer_bitfield(peer, bits, now);
             }
             Message::HaveAll => {
                 need_fast("have_all")?;
-                if p.got_pieces_message {
-                    return Err("have_all after the first pieces message".into());
-                }
                 self.set_peer_bitfield(peer, Bitfield::full(n), now);
             }
             Message::HaveNone => {
                 need_fast("have_none")?;
-                if p.got_pieces_message {
-                    return Err("have_none after the first pieces message".into());
-                }
-                p.got_pieces_message = true;
+                self.set_peer_bitfield(peer, Bitfield::new(n), now);
             }
             Message::Request(req) => self.on_request(peer, req)?,
             Message::Cancel(req) => {
@@ -589,7 +581,7 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        p.got_pieces_message = true;
+        self.picker.peer_gone(&p.bitfield);
         self.picker.peer_bitfield(&bits);
         let picker = &self.picker;
         p.wanted = bits.iter_set().filter(|&i| picker.wants(i)).count() as u32;
