@@ -112,7 +112,8 @@ impl Layout {
     /// Whether `(piece, begin, length)` is a block as we cut them: aligned,
     /// inside the piece, and of the exact length of that block.
     pub fn is_our_block(&self, piece: u32, begin: u32, length: u32) -> bool {
-        begin.is_multiple_of(BLOCK_SIZE) && self.block(piece, begin / BLOCK_SIZE) == Some((begin, length))
+        begin.is_multiple_of(BLOCK_SIZE)
+            && self.block(piece, begin / BLOCK_SIZE) == Some((begin, length))
     }
 
     /// Whether `(piece, begin, length)` is a valid range to serve: non-empty,
