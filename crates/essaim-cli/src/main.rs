@@ -129,14 +129,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("bad duration unit in {s:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 fn main() -> ExitCode {
@@ -360,7 +362,7 @@ fn info(path: &Path, json: bool, magnet_only: bool) -> Result<()> {
         println!("private:     yes");
     }
     if let Some(d) = m.creation_date {
-        println!("created:     {d} (unix time)");
+        println!("created:     {}", utc_date(d));
     }
     if let Some(c) = &m.created_by {
         println!("created by:  {c}");
@@ -377,6 +379,28 @@ fn info(path: &Path, json: bool, magnet_only: bool) -> Result<()> {
     }
     println!("magnet:      {}", m.magnet());
     Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a unix time (the civil-from-days
+/// algorithm of Howard Hinnant's date library, proleptic Gregorian).
+fn utc_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 fn session_config(net: &NetArgs) -> Result<SessionConfig> {
@@ -524,5 +548,25 @@ async fn drive(
         // Wake on a status change, or at least every second for the
         // seed-time check.
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_date(1_795_259_038), "2026-11-21 11:03:58 UTC");
+        assert_eq!(utc_date(-86_400), "1969-12-31 00:00:00 UTC");
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("9999999999999999999h").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
     }
 }
