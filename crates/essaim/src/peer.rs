@@ -10,8 +10,8 @@
 //!   blocking pool, and reports each served block back so the swarm can
 //!   hand out the next (at most `MAX_SERVING` in flight per peer).
 //! - Timeouts: the handshake must complete in [`HANDSHAKE_TIMEOUT`]; a peer
-//!   silent for [`IDLE_TIMEOUT`] is dropped; we send a keep-alive after
-//!   [`KEEPALIVE_INTERVAL`] of silence on our side.
+//!   silent for [`IDLE_TIMEOUT`] (`SessionConfig::idle_timeout`) is dropped;
+//!   we send a keep-alive after [`KEEPALIVE_INTERVAL`] of silence on our side.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,11 +93,13 @@ pub async fn connect(
     Ok((stream, theirs))
 }
 
-/// Reads messages until the connection ends or breaks the protocol.
+/// Reads messages until the connection ends, breaks the protocol or stays
+/// silent for `idle_timeout` ([`IDLE_TIMEOUT`] by default).
 pub async fn run_reader(
     key: PeerKey,
     mut read: OwnedReadHalf,
     max_message_len: u32,
+    idle_timeout: Duration,
     events: mpsc::Sender<PeerEvent>,
     limit: Option<Arc<Limiter>>,
 ) {
@@ -117,7 +119,7 @@ pub async fn run_reader(
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
-        match tokio::time::timeout(IDLE_TIMEOUT, read.read_buf(&mut buf)).await {
+        match tokio::time::timeout(idle_timeout, read.read_buf(&mut buf)).await {
             Err(_) => break "idle timeout".to_owned(),
             Ok(Ok(0)) => break "closed by peer".to_owned(),
             Ok(Ok(n)) => {

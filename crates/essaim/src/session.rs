@@ -43,6 +43,9 @@ pub struct SessionConfig {
     pub upload_limit: Option<u64>,
     /// Download cap for the whole session, bytes per second.
     pub download_limit: Option<u64>,
+    /// A connected peer silent this long is dropped (default
+    /// [`peer::IDLE_TIMEOUT`], 180 s; tests shorten it).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for SessionConfig {
@@ -57,6 +60,7 @@ impl Default for SessionConfig {
             upload_slots: 4,
             upload_limit: None,
             download_limit: None,
+            idle_timeout: peer::IDLE_TIMEOUT,
         }
     }
 }
@@ -243,6 +247,7 @@ impl Session {
             upload_slots: self.inner.config.upload_slots,
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),
+            idle_timeout: self.inner.config.idle_timeout,
         };
         let inner = self.inner.clone();
         let shutdown = self.inner.shutdown.subscribe();

@@ -110,6 +110,7 @@ pub(crate) struct TorrentParams {
     pub upload_slots: usize,
     pub upload_limit: Option<Arc<Limiter>>,
     pub download_limit: Option<Arc<Limiter>>,
+    pub idle_timeout: Duration,
 }
 
 /// The session's connection count against its cap.
@@ -247,6 +248,7 @@ struct Actor {
     listen_port: u16,
     upload_limit: Option<Arc<Limiter>>,
     download_limit: Option<Arc<Limiter>>,
+    idle_timeout: Duration,
     /// Totals of peers that disconnected, by peer id.
     history: HashMap<PeerId, (u64, u64)>,
 }
@@ -305,6 +307,7 @@ impl Actor {
             listen_port: params.listen_port,
             upload_limit: params.upload_limit,
             download_limit: params.download_limit,
+            idle_timeout: params.idle_timeout,
             history: HashMap::new(),
         }
     }
@@ -548,6 +551,7 @@ impl Actor {
             key,
             read,
             self.swarm.max_message_len(),
+            self.idle_timeout,
             self.events_tx.clone(),
             self.download_limit.clone(),
         ));
