@@ -1,0 +1,522 @@
+//! A whole `Swarm` driven by arbitrary bytes, the way the engine drives it.
+//!
+//! The first bytes pick a small torrent (odd tails, piece lengths that are
+//! not multiples of the block size), the pieces we already have, a skipped
+//! piece, the upload slots and partial budget, and 1–3 peers with their
+//! fast/extension bits. Every following byte is an operation:
+//! - raw wire bytes for a peer, through that peer's `MessageDecoder` into
+//!   `handle_message` (a framing error closes the connection);
+//! - a well-formed message for a peer (so the fuzzer reaches deep states
+//!   without having to learn the framing): have/bitfield/choke/interest,
+//!   requests, rejects, allowed-fast, extended handshake and ut_metadata;
+//! - the answer to one of our outstanding requests (right or corrupt data);
+//! - `handle_tick` after advancing a virtual clock;
+//! - `handle_block_sent` for a `Serve`, `handle_piece_checked` for a
+//!   `CheckPiece` (the verdict from the input);
+//! - a peer disconnecting or (re)connecting.
+//!
+//! After every step `poll_output` is drained and each output carried out as
+//! the contract in `swarm.rs` says, checking: no `Serve` for a piece we
+//! lack or an invalid range, no `CheckPiece` for a piece we have or one
+//! already being checked, requests only for blocks as we cut them of
+//! pieces we lack, `Completed` at most once, and the swarm's have set,
+//! counters, connections and unchoke slots agree with the driver's.
+#![no_main]
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use essaim_core::{Bitfield, InfoHash, Layout, BLOCK_SIZE};
+use essaim_proto::swarm::{Output, PeerKey, Swarm, SwarmConfig};
+use essaim_wire::extension::{ExtendedHandshake, MetadataMessage};
+use essaim_wire::peer::{BlockRequest, Message, MessageDecoder};
+use libfuzzer_sys::fuzz_target;
+
+/// Torrents to play with: (piece length, total length).
+const LAYOUTS: [(u64, u64); 4] = [
+    (32 * 1024, 37 * 32 * 1024 + 20_001),
+    (40_000, 5 * 40_000 + 7),
+    (16 * 1024, 100),
+    (64 * 1024, 3 * 64 * 1024),
+];
+const SLOTS: usize = 3;
+
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn byte_or0(&mut self) -> u8 {
+        self.byte().unwrap_or(0)
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([
+            self.byte_or0(),
+            self.byte_or0(),
+            self.byte_or0(),
+            self.byte_or0(),
+        ])
+    }
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+}
+
+/// The torrent's content: a fixed function of the offset.
+fn content(offset: u64) -> u8 {
+    (offset.wrapping_mul(7) ^ (offset >> 9)) as u8
+}
+
+struct Conn {
+    key: PeerKey,
+    fast: bool,
+    extensions: bool,
+    decoder: MessageDecoder,
+    buf: BytesMut,
+    /// Requests we sent this peer and did not cancel.
+    requested: Vec<BlockRequest>,
+}
+
+struct Driver {
+    swarm: Swarm,
+    layout: Layout,
+    slots: usize,
+    have: Vec<bool>,
+    conns: [Option<Conn>; SLOTS],
+    generation: u64,
+    serves: VecDeque<(PeerKey, BlockRequest)>,
+    checks: Vec<(u32, Vec<u8>)>,
+    completed: u32,
+    now: Instant,
+}
+
+impl Driver {
+    fn connected(&self) -> usize {
+        self.conns.iter().flatten().count()
+    }
+
+    fn slot_of(&self, key: PeerKey) -> Option<usize> {
+        self.conns
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.key == key))
+    }
+
+    fn connect(&mut self, slot: usize, fast: bool, extensions: bool) {
+        if self.conns[slot].is_some() {
+            return;
+        }
+        self.generation += 1;
+        let key = self.generation * SLOTS as u64 + slot as u64;
+        self.conns[slot] = Some(Conn {
+            key,
+            fast,
+            extensions,
+            decoder: MessageDecoder::new(self.swarm.max_message_len()),
+            buf: BytesMut::new(),
+            requested: Vec::new(),
+        });
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, slot as u8 + 1));
+        self.swarm
+            .handle_peer_connected(key, fast, extensions, Some(ip), self.now);
+    }
+
+    fn disconnect(&mut self, slot: usize) {
+        if let Some(c) = self.conns[slot].take() {
+            self.swarm.handle_peer_disconnected(c.key, self.now);
+        }
+    }
+
+    fn message(&mut self, slot: usize, msg: Message) {
+        if let Some(c) = &self.conns[slot] {
+            let key = c.key;
+            self.swarm.handle_message(key, msg, self.now);
+        }
+    }
+
+    /// Raw bytes from the peer in `slot`, framed by its decoder.
+    fn bytes(&mut self, slot: usize, bytes: &[u8]) {
+        let Some(c) = &mut self.conns[slot] else {
+            return;
+        };
+        c.buf.extend_from_slice(bytes);
+        let key = c.key;
+        let mut msgs = Vec::new();
+        let mut broken = false;
+        loop {
+            match c.decoder.decode(&mut c.buf) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        for m in msgs {
+            self.swarm.handle_message(key, m, self.now);
+            // Stop delivering once the swarm closed the connection.
+            self.drain();
+            if self.slot_of(key).is_none() {
+                return;
+            }
+        }
+        if broken {
+            self.disconnect(slot);
+        }
+    }
+
+    /// Carries out every output, checking it.
+    fn drain(&mut self) {
+        while let Some(o) = self.swarm.poll_output() {
+            self.output(o);
+        }
+        self.check_invariants();
+    }
+
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Send { peer, msg } => {
+                match &msg {
+                    Message::Request(r) => {
+                        assert!(
+                            self.layout.is_our_block(r.piece, r.begin, r.length),
+                            "request for a block we never cut: {r:?}"
+                        );
+                        assert!(
+                            !self.have[r.piece as usize],
+                            "request for piece {} we have",
+                            r.piece
+                        );
+                        assert!(
+                            !self.checks.iter().any(|(p, _)| *p == r.piece),
+                            "request for piece {} being checked",
+                            r.piece
+                        );
+                    }
+                    Message::Have { piece } => {
+                        assert!(self.have[*piece as usize], "have for a piece we lack")
+                    }
+                    Message::Bitfield(b) => {
+                        let bits = Bitfield::from_bytes(b, self.layout.num_pieces())
+                            .expect("our bitfield is valid");
+                        for (p, &h) in self.have.iter().enumerate() {
+                            assert_eq!(bits.get(p as u32), h, "bitfield disagrees on {p}");
+                        }
+                    }
+                    Message::HaveAll => assert!(self.have.iter().all(|&h| h)),
+                    Message::HaveNone => assert!(self.have.iter().all(|&h| !h)),
+                    Message::KeepAlive => panic!("the swarm sent a keep-alive"),
+                    _ => {}
+                }
+                let Some(slot) = self.slot_of(peer) else {
+                    return;
+                };
+                let Some(c) = self.conns[slot].as_mut() else {
+                    return;
+                };
+                if matches!(
+                    msg,
+                    Message::HaveAll
+                        | Message::HaveNone
+                        | Message::Reject(_)
+                        | Message::Suggest { .. }
+                        | Message::AllowedFast { .. }
+                ) {
+                    assert!(c.fast, "fast extension message to a peer without it");
+                }
+                if matches!(msg, Message::Extended { .. }) {
+                    assert!(c.extensions, "extended message to a peer without BEP 10");
+                }
+                match msg {
+                    Message::Request(r) => c.requested.push(r),
+                    Message::Cancel(r) => {
+                        if let Some(i) = c.requested.iter().position(|x| *x == r) {
+                            c.requested.swap_remove(i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Output::Serve { peer, req } => {
+                assert!(
+                    self.have[req.piece as usize] && self.swarm.have().get(req.piece),
+                    "serve of piece {} we lack",
+                    req.piece
+                );
+                assert!(
+                    self.layout
+                        .is_valid_request(req.piece, req.begin, req.length, BLOCK_SIZE),
+                    "serve of an invalid range {req:?}"
+                );
+                self.serves.push_back((peer, req));
+            }
+            Output::CheckPiece { piece, data } => {
+                assert!(
+                    !self.have[piece as usize] && !self.swarm.have().get(piece),
+                    "check of piece {piece} we have"
+                );
+                assert!(
+                    !self.checks.iter().any(|(p, _)| *p == piece),
+                    "check of piece {piece} already being checked"
+                );
+                assert_eq!(
+                    Some(data.len() as u32),
+                    self.layout.piece_size(piece),
+                    "check of piece {piece} with the wrong length"
+                );
+                self.checks.push((piece, data));
+            }
+            Output::Disconnect { peer, .. } => {
+                if let Some(slot) = self.slot_of(peer) {
+                    self.disconnect(slot);
+                }
+            }
+            Output::PieceVerified(p) => {
+                assert!(self.have[p as usize], "verified piece {p} not checked ok");
+                assert!(self.swarm.have().get(p));
+            }
+            Output::Completed => {
+                self.completed += 1;
+                assert_eq!(self.completed, 1, "Completed twice");
+                assert!(self.swarm.is_complete());
+            }
+        }
+    }
+
+    fn check_invariants(&mut self) {
+        let have = self.swarm.have();
+        for (p, &h) in self.have.iter().enumerate() {
+            assert_eq!(have.get(p as u32), h, "have set disagrees on piece {p}");
+        }
+        let count = have.count();
+        let stats = self.swarm.stats(self.now);
+        assert_eq!(stats.pieces_have, count);
+        assert_eq!(stats.num_pieces, self.layout.num_pieces());
+        assert_eq!(self.swarm.peer_count(), self.connected());
+        let unchoked = self
+            .swarm
+            .peer_stats(self.now)
+            .iter()
+            .filter(|p| !p.am_choking)
+            .count();
+        assert!(unchoked <= self.slots + 1, "{unchoked} peers unchoked");
+    }
+
+    fn block_data(&self, piece: u32, begin: u32, len: u32) -> Vec<u8> {
+        let start = self.layout.piece_offset(piece).unwrap_or(0) + u64::from(begin);
+        (0..u64::from(len)).map(|i| content(start + i)).collect()
+    }
+}
+
+/// A well-formed message, chosen by the input.
+fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
+    let n = layout.num_pieces();
+    let kind = input.byte_or0();
+    // Mostly valid indices, sometimes one past the end.
+    let piece = u32::from(input.byte_or0()) % (n + 1);
+    let block = |input: &mut Input<'_>, piece: u32| {
+        let blocks = layout.blocks_in_piece(piece).unwrap_or(1);
+        let b = u32::from(input.byte_or0()) % blocks.max(1);
+        let (begin, length) = layout.block(piece, b).unwrap_or((0, BLOCK_SIZE));
+        BlockRequest {
+            piece,
+            begin,
+            length,
+        }
+    };
+    match kind % 20 {
+        0 => Message::Choke,
+        1 => Message::Unchoke,
+        2 => Message::Interested,
+        3 => Message::NotInterested,
+        4 => Message::Have { piece },
+        5 => {
+            let mut bits = Bitfield::new(n);
+            let mask = input.u32();
+            for p in 0..n {
+                if mask & (1 << (p % 32)) != 0 {
+                    bits.set(p);
+                }
+            }
+            Message::Bitfield(Bytes::copy_from_slice(bits.as_bytes()))
+        }
+        6 => Message::HaveAll,
+        7 => Message::HaveNone,
+        8 => Message::Request(block(input, piece)),
+        9 => Message::Request(BlockRequest {
+            piece,
+            begin: input.u32(),
+            length: input.u32(),
+        }),
+        10 => Message::Cancel(block(input, piece)),
+        11 => Message::Reject(block(input, piece)),
+        12 => Message::AllowedFast { piece },
+        13 => Message::Suggest { piece },
+        14 => Message::Extended {
+            id: 0,
+            payload: Bytes::from(
+                ExtendedHandshake {
+                    extensions: vec![("ut_metadata".into(), input.byte_or0() % 4)],
+                    reqq: Some(u32::from(input.byte_or0())),
+                    ..ExtendedHandshake::default()
+                }
+                .encode(),
+            ),
+        },
+        15 => Message::Extended {
+            id: 1,
+            payload: Bytes::from(
+                MetadataMessage::Request {
+                    piece: u32::from(input.byte_or0() % 4),
+                }
+                .encode(),
+            ),
+        },
+        16 => Message::Port(6881),
+        17 => Message::KeepAlive,
+        18 => {
+            let b = block(input, piece);
+            Message::Piece {
+                piece: b.piece,
+                begin: b.begin,
+                data: Bytes::from(vec![0u8; b.length as usize]),
+            }
+        }
+        _ => Message::Unknown { id: 99 },
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let setup = input.byte_or0();
+    let (piece_length, total) = LAYOUTS[usize::from(setup & 3)];
+    let layout = Layout::new(piece_length, &[total]).expect("layout");
+    let n = layout.num_pieces();
+    let peers = usize::from((setup >> 2) & 3) % SLOTS + 1;
+    let upload_slots = usize::from((setup >> 4) & 3);
+    let small_budget = setup & 0x40 != 0;
+    let metadata = (setup & 0x80 != 0).then(|| Bytes::from(vec![b'x'; 20_000]));
+
+    // Pieces already had: one input bit each.
+    let mut have = Bitfield::new(n);
+    let have_bytes = input.take(Bitfield::byte_len(n));
+    for p in 0..n {
+        let byte = have_bytes.get((p / 8) as usize).copied().unwrap_or(0);
+        if byte & (0x80 >> (p % 8)) != 0 {
+            have.set(p);
+        }
+    }
+    let config = SwarmConfig {
+        upload_slots,
+        partial_budget: if small_budget { 1 } else { 64 << 20 },
+        seed: u64::from(input.byte_or0()),
+        ..SwarmConfig::default()
+    };
+    let now = Instant::now();
+    let mut d = Driver {
+        have: (0..n).map(|p| have.get(p)).collect(),
+        swarm: Swarm::new(InfoHash([7; 20]), layout.clone(), have, metadata, config),
+        layout,
+        slots: upload_slots,
+        conns: [None, None, None],
+        generation: 0,
+        serves: VecDeque::new(),
+        checks: Vec::new(),
+        completed: 0,
+        now,
+    };
+    let skip = input.byte_or0();
+    if skip & 0x80 != 0 {
+        d.swarm.skip_piece(u32::from(skip & 0x7f) % n);
+    }
+    d.drain();
+    for slot in 0..peers {
+        let bits = input.byte_or0();
+        d.connect(slot, bits & 1 != 0, bits & 2 != 0);
+        d.drain();
+    }
+
+    while let Some(op) = input.byte() {
+        let slot = usize::from(op >> 3) % SLOTS;
+        match op & 7 {
+            0 | 1 => {
+                let len = usize::from(input.byte_or0()) + 1;
+                let bytes = input.take(len);
+                d.bytes(slot, bytes);
+            }
+            2 => {
+                let msg = structured(&mut input, &d.layout);
+                d.message(slot, msg);
+            }
+            3 => {
+                // Answer one of our requests to that peer.
+                let pick = usize::from(input.byte_or0());
+                let how = input.byte_or0();
+                let Some(c) = d.conns[slot].as_mut() else {
+                    continue;
+                };
+                if c.requested.is_empty() {
+                    continue;
+                }
+                let r = c.requested.swap_remove(pick % c.requested.len());
+                let fast = c.fast;
+                let msg = if how & 3 == 3 && fast {
+                    Message::Reject(r)
+                } else {
+                    let mut data = d.block_data(r.piece, r.begin, r.length);
+                    if how & 3 == 1 {
+                        let at = usize::from(how >> 2) % data.len();
+                        data[at] ^= 0xff;
+                    }
+                    Message::Piece {
+                        piece: r.piece,
+                        begin: r.begin,
+                        data: Bytes::from(data),
+                    }
+                };
+                d.message(slot, msg);
+            }
+            4 => {
+                let step = u64::from(input.byte_or0());
+                d.now += Duration::from_millis(step * step * 4);
+                d.swarm.handle_tick(d.now);
+            }
+            5 => {
+                let pick = usize::from(input.byte_or0());
+                if !d.serves.is_empty() {
+                    let i = pick % d.serves.len();
+                    if let Some((peer, req)) = d.serves.remove(i) {
+                        d.swarm.handle_block_sent(peer, req.length, d.now);
+                    }
+                }
+            }
+            6 => {
+                let pick = input.byte_or0();
+                if !d.checks.is_empty() {
+                    let i = usize::from(pick >> 1) % d.checks.len();
+                    let (piece, data) = d.checks.swap_remove(i);
+                    let ok = pick & 1 == 0;
+                    if ok {
+                        d.have[piece as usize] = true;
+                    }
+                    d.swarm.handle_piece_checked(piece, ok, &data);
+                }
+            }
+            _ => {
+                if d.conns[slot].is_some() {
+                    d.disconnect(slot);
+                } else {
+                    d.connect(slot, op & 0x20 != 0, op & 0x40 != 0);
+                }
+            }
+        }
+        d.drain();
+    }
+});
