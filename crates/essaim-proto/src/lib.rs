@@ -8,4 +8,5 @@ pub mod metadata;
 pub mod peer_state;
 pub mod piece_picker;
 pub mod rate_limit;
+pub mod super_seed;
 pub mod swarm;

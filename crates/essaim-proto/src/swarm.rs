@@ -37,6 +37,7 @@ use rand::SeedableRng;
 use crate::choker::{Choker, ChokerPeer, RECHOKE_INTERVAL};
 use crate::peer_state::{PeerState, MAX_SERVE_QUEUE, MAX_SERVING};
 use crate::piece_picker::{BlockReceived, BlockRef, PiecePicker};
+use crate::super_seed::{Reveals, SuperSeed};
 
 /// The driver's handle for one connection.
 pub type PeerKey = u64;
@@ -59,6 +60,9 @@ pub struct SwarmConfig {
     /// Our listening port for the extended handshake (`p`).
     pub listen_port: Option<u16>,
     pub seed: u64,
+    /// Start as an initial seed that reveals pieces one by one so that each
+    /// goes out once before any twice ([`crate::super_seed`]).
+    pub super_seed: bool,
 }
 
 impl Default for SwarmConfig {
@@ -69,6 +73,7 @@ impl Default for SwarmConfig {
             client: concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_port: None,
             seed: 0,
+            super_seed: true,
         }
     }
 }
@@ -176,6 +181,8 @@ pub struct Swarm {
     stats: SwarmStats,
     last_rechoke: Option<Instant>,
     completed: bool,
+    /// Initial seeding, while it lasts.
+    super_seed: Option<SuperSeed>,
 }
 
 impl Swarm {
@@ -188,6 +195,8 @@ impl Swarm {
         config: SwarmConfig,
     ) -> Self {
         let completed = have.is_full();
+        let config_super_seed = config.super_seed;
+        let num_pieces = layout.num_pieces();
         let stats = SwarmStats {
             num_pieces: layout.num_pieces(),
             pieces_have: have.count(),
@@ -212,6 +221,7 @@ impl Swarm {
             out: VecDeque::new(),
             stats,
             last_rechoke: None,
+            super_seed: (completed && config_super_seed).then(|| SuperSeed::new(num_pieces)),
             completed,
         }
     }
@@ -308,7 +318,15 @@ impl Swarm {
         let state = PeerState::new(self.layout.num_pieces(), fast, extensions, now);
         self.peers.insert(peer, state);
         let have = self.picker.have();
-        let msg = if fast && have.is_full() {
+        let hiding = self.super_seed.is_some();
+        let msg = if hiding {
+            // Initial seeding: we look empty, then reveal piece by piece.
+            if fast {
+                Message::HaveNone
+            } else {
+                Message::KeepAlive
+            }
+        } else if fast && have.is_full() {
             Message::HaveAll
         } else if fast && have.none_set() {
             Message::HaveNone
@@ -338,6 +356,51 @@ impl Swarm {
                 },
             );
         }
+        if let Some(ss) = self.super_seed.as_mut() {
+            let reveals = ss.peer_connected(
+                peer,
+                &Bitfield::new(self.layout.num_pieces()),
+                now,
+                &mut self.rng,
+            );
+            self.reveal(reveals);
+        }
+    }
+
+    /// Announces pieces chosen by the initial seeding; when it ends,
+    /// announces everything that was still hidden.
+    fn reveal(&mut self, reveals: Reveals) {
+        for (peer, piece) in reveals {
+            self.send(peer, Message::Have { piece });
+        }
+        let Some(ss) = self.super_seed.take() else {
+            return;
+        };
+        if ss.is_active() {
+            self.super_seed = Some(ss);
+            return;
+        }
+        let n = self.layout.num_pieces();
+        let mut msgs = Vec::new();
+        for (&key, p) in &self.peers {
+            for piece in 0..n {
+                if !ss.was_revealed(key, piece) && !p.bitfield.get(piece) {
+                    msgs.push((key, piece));
+                }
+            }
+        }
+        for (key, piece) in msgs {
+            self.send(key, Message::Have { piece });
+        }
+    }
+
+    /// Tells the initial seeding that `peer`'s pieces changed.
+    fn super_seed_peer_has(&mut self, peer: PeerKey, now: Instant) {
+        let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) else {
+            return;
+        };
+        let reveals = ss.peer_has(peer, &p.bitfield, now, &mut self.rng);
+        self.reveal(reveals);
     }
 
     /// A connection closed, for whatever reason.
@@ -345,6 +408,14 @@ impl Swarm {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
+        if let Some(ss) = self.super_seed.as_mut() {
+            ss.peer_gone(peer, &state.bitfield);
+            // What it held goes to the others.
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                self.super_seed_peer_has(key, now);
+            }
+        }
         self.picker.peer_gone(&state.bitfield);
         for (r, _) in state.outstanding {
             self.picker.request_dropped(r);
@@ -549,7 +620,7 @@ impl Swarm {
                 need_fast("have_none")?;
                 self.set_peer_bitfield(peer, Bitfield::new(n), now);
             }
-            Message::Request(req) => self.on_request(peer, req)?,
+            Message::Request(req) => self.on_request(peer, req, now)?,
             Message::Cancel(req) => {
                 p.serve_queue.retain(|r| *r != req);
             }
@@ -594,6 +665,7 @@ impl Swarm {
     }
 
     fn after_pieces_changed(&mut self, peer: PeerKey, now: Instant) {
+        self.super_seed_peer_has(peer, now);
         self.update_interest(peer);
         self.fill_requests(peer, Some(now));
     }
@@ -615,7 +687,7 @@ impl Swarm {
         }
     }
 
-    fn on_request(&mut self, peer: PeerKey, req: BlockRequest) -> Result<(), String> {
+    fn on_request(&mut self, peer: PeerKey, req: BlockRequest, now: Instant) -> Result<(), String> {
         if !self
             .layout
             .is_valid_request(req.piece, req.begin, req.length, BLOCK_SIZE)
@@ -638,6 +710,10 @@ impl Swarm {
             return Ok(());
         }
         p.serve_queue.push_back(req);
+        if let Some(ss) = self.super_seed.as_mut() {
+            let reveals = ss.peer_requested(peer, req.piece, &p.bitfield, now, &mut self.rng);
+            self.reveal(reveals);
+        }
         self.pump_serving(peer);
         Ok(())
     }
@@ -905,6 +981,13 @@ impl Swarm {
 
     /// Periodic work: rechoke every 10 s, snub detection.
     pub fn handle_tick(&mut self, now: Instant) {
+        // Initial seeding: reveals nobody took go stale and are replaced.
+        if self.super_seed.is_some() {
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for key in keys {
+                self.super_seed_peer_has(key, now);
+            }
+        }
         // Peers that stay useless: neither side interested for USELESS_AFTER.
         let mut useless = Vec::new();
         for (&key, p) in self.peers.iter_mut() {

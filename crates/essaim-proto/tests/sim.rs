@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use essaim_core::BLOCK_SIZE;
-use essaim_proto::swarm::{DisconnectReason, SNUB_TIMEOUT};
+use essaim_proto::swarm::{DisconnectReason, SwarmConfig, SNUB_TIMEOUT};
 use essaim_wire::peer::{BlockRequest, Message};
 use harness::{Behavior, Content, LinkSpec, NodeSpec, Sim};
 use proptest::prelude::*;
@@ -559,10 +559,18 @@ fn protocol_violations_disconnect_and_the_swarm_stays_usable() {
 #[test]
 fn endgame_cancels_duplicate_requests() {
     // One leecher, two seeds: one near, one far. The last blocks are asked
-    // of both; the first copy in gets the other request cancelled.
+    // of both; the first copy in gets the other request cancelled. (Plain
+    // seeds: initial seeding would show each seed's pieces to one peer.)
+    let plain = |spec: NodeSpec| NodeSpec {
+        config: SwarmConfig {
+            super_seed: false,
+            ..spec.config.clone()
+        },
+        ..spec
+    };
     let specs = [
-        NodeSpec::seed().uplink(256 * 1024),
-        NodeSpec::seed().uplink(256 * 1024),
+        plain(NodeSpec::seed().uplink(256 * 1024)),
+        plain(NodeSpec::seed().uplink(256 * 1024)),
         NodeSpec::leecher(),
     ];
     let mut sim = Sim::new(content(7), &specs, 7);

@@ -917,6 +917,12 @@ impl Sim {
                 out += &format!("      {p:?}\n");
             }
         }
+        for d in self.disconnects.iter().take(20) {
+            out += &format!(
+                "  t={:?} node {} dropped {:?} (key {}): {:?}\n",
+                d.t, d.node, d.remote, d.key, d.reason
+            );
+        }
         out
     }
 
