@@ -69,7 +69,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         SwarmConfig {
             upload_slots: 4,
-            partial_budget: 64 * 1024 * 1024,
+            partial_budget: 16 * 1024 * 1024,
             client: concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_port: None,
             seed: 0,
@@ -879,7 +879,7 @@ impl Swarm {
             },
         };
         let budget_pieces =
-            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(8) as usize;
+            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(4) as usize;
         let over_budget = self.picker.partial_count() >= budget_pieces;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
