@@ -2,7 +2,8 @@
 # Runs every fuzz target (or those named) for SECONDS each, one after the
 # other, one process at a time. New inputs go to target/corpus/TARGET (kept
 # between runs, not committed); the seeds in corpus/TARGET are read too.
-# Crashes land in artifacts/TARGET/. Exits non-zero if any target failed.
+# Crashes land in artifacts/TARGET/. dict/TARGET.dict, if present, is
+# passed to libFuzzer as a dictionary. Exits non-zero if any target failed.
 #
 #     fuzz/run.sh 60                # a minute per target
 #     fuzz/run.sh 600 swarm peer_wire
@@ -29,7 +30,11 @@ for t in "${targets[@]}"; do
     echo "=== $t: ${secs}s ($(date -u +%H:%M:%S))"
     rm -f fuzz-0.log
     log="target/logs/$t.log"
-    cargo +nightly fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
+    dict=()
+    if [ -f "dict/$t.dict" ]; then
+        dict=(-dict="dict/$t.dict")
+    fi
+    cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$t" "target/corpus/$t" "corpus/$t" -- "${dict[@]}" \
         -max_total_time="$secs" -jobs=1 -workers=1 -rss_limit_mb=2048 \
         -timeout=10 -print_final_stats=1 >"$log.out" 2>&1
     status=$?
