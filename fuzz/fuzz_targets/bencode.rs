@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(encoded.len(), data.len(), "re-encoding changed the length");
             let again = decode(&encoded).expect("a re-encoded value decodes");
             assert_eq!(again.raw, &encoded[..]);
-            assert_eq!(again.to_owned_value(), owned, "round trip changed the value");
+            assert_eq!(
+                again.to_owned_value(),
+                owned,
+                "round trip changed the value"
+            );
             // Canonical form is a fixed point.
             assert_eq!(again.to_owned_value().encode(), encoded);
         }

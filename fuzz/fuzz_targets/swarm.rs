@@ -16,12 +16,17 @@
 //! - a peer disconnecting or (re)connecting.
 //!
 //! After every step `poll_output` is drained and each output carried out as
-//! the contract in `swarm.rs` says, checking: no `have`, `bitfield` or
-//! `have_all` claiming a piece we lack, no `Serve` for a piece we
-//! lack or an invalid range, no `CheckPiece` for a piece we have or one
-//! already being checked, requests only for blocks as we cut them of
-//! pieces we lack, `Completed` at most once, and the swarm's have set,
-//! counters, connections and unchoke slots agree with the driver's.
+//! the contract in `swarm.rs` says, checking:
+//! - no `have`, `bitfield` or `have_all` claiming a piece we lack;
+//! - no `Serve` for a piece we lack, for an invalid range, or to a peer we
+//!   choke;
+//! - no `CheckPiece` for a piece we have or one already being checked;
+//! - requests only for blocks as we cut them, of pieces we lack and the
+//!   peer has, and only while it unchokes us or for its allowed fast pieces;
+//! - fast-extension messages only to peers with the fast bit, extended
+//!   messages only to peers with the extension bit;
+//! - `Completed` at most once; and the swarm's have set, counters,
+//!   connections and unchoke slots agree with the driver's.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -83,6 +88,43 @@ struct Conn {
     buf: BytesMut,
     /// Requests we sent this peer and did not cancel.
     requested: Vec<BlockRequest>,
+    /// What the peer told us: its pieces, its choke, its allowed fast set.
+    peer_has: Vec<bool>,
+    peer_choking: bool,
+    allowed_fast: Vec<u32>,
+    /// What we told the peer.
+    am_choking: bool,
+}
+
+impl Conn {
+    /// Records what a message the peer sends says, if the message is valid
+    /// (an invalid one closes the connection, and the record with it).
+    fn learn(&mut self, msg: &Message) {
+        let n = self.peer_has.len() as u32;
+        match msg {
+            Message::Have { piece } if *piece < n => self.peer_has[*piece as usize] = true,
+            Message::Bitfield(b) => {
+                if let Ok(bits) = Bitfield::from_bytes(b, n) {
+                    for (p, h) in self.peer_has.iter_mut().enumerate() {
+                        *h = bits.get(p as u32);
+                    }
+                }
+            }
+            Message::HaveAll if self.fast => self.peer_has.fill(true),
+            Message::HaveNone if self.fast => self.peer_has.fill(false),
+            Message::Choke => self.peer_choking = true,
+            Message::Unchoke => self.peer_choking = false,
+            Message::AllowedFast { piece }
+                if self.fast
+                    && *piece < n
+                    && !self.allowed_fast.contains(piece)
+                    && self.allowed_fast.len() < 64 =>
+            {
+                self.allowed_fast.push(*piece)
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Driver {
@@ -122,6 +164,10 @@ impl Driver {
             decoder: MessageDecoder::new(self.swarm.max_message_len()),
             buf: BytesMut::new(),
             requested: Vec::new(),
+            peer_has: vec![false; self.layout.num_pieces() as usize],
+            peer_choking: true,
+            allowed_fast: Vec::new(),
+            am_choking: true,
         });
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, slot as u8 + 1));
         self.swarm
@@ -135,7 +181,8 @@ impl Driver {
     }
 
     fn message(&mut self, slot: usize, msg: Message) {
-        if let Some(c) = &self.conns[slot] {
+        if let Some(c) = &mut self.conns[slot] {
+            c.learn(&msg);
             let key = c.key;
             self.swarm.handle_message(key, msg, self.now);
         }
@@ -161,6 +208,10 @@ impl Driver {
             }
         }
         for m in msgs {
+            match &mut self.conns[slot] {
+                Some(c) if c.key == key => c.learn(&m),
+                _ => return,
+            }
             self.swarm.handle_message(key, m, self.now);
             // Stop delivering once the swarm closed the connection.
             self.drain();
@@ -236,7 +287,21 @@ impl Driver {
                 if matches!(msg, Message::Extended { .. }) {
                     assert!(c.extensions, "extended message to a peer without BEP 10");
                 }
+                if let Message::Request(r) = &msg {
+                    assert!(
+                        c.peer_has[r.piece as usize],
+                        "request for piece {} the peer does not have",
+                        r.piece
+                    );
+                    assert!(
+                        !c.peer_choking || c.allowed_fast.contains(&r.piece),
+                        "request for piece {} while choked, not allowed fast",
+                        r.piece
+                    );
+                }
                 match msg {
+                    Message::Choke => c.am_choking = true,
+                    Message::Unchoke => c.am_choking = false,
                     Message::Request(r) => c.requested.push(r),
                     Message::Cancel(r) => {
                         if let Some(i) = c.requested.iter().position(|x| *x == r) {
@@ -257,6 +322,10 @@ impl Driver {
                         .is_valid_request(req.piece, req.begin, req.length, BLOCK_SIZE),
                     "serve of an invalid range {req:?}"
                 );
+                if let Some(slot) = self.slot_of(peer) {
+                    let c = self.conns[slot].as_ref().expect("slot_of found it");
+                    assert!(!c.am_choking, "serve to a peer we choke");
+                }
                 self.serves.push_back((peer, req));
             }
             Output::CheckPiece { piece, data } => {

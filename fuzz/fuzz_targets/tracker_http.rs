@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         assert!((MIN_INTERVAL..=MAX_INTERVAL).contains(&r.interval));
         assert!(r.min_interval.is_none_or(|m| m <= r.interval));
         assert!(r.peers.len() <= MAX_PEERS);
-        assert!(r.peers.iter().all(|p| p.port() != 0 && !p.ip().is_unspecified()));
+        assert!(r
+            .peers
+            .iter()
+            .all(|p| p.port() != 0 && !p.ip().is_unspecified()));
         assert!(r.tracker_id.as_ref().is_none_or(|t| t.len() <= MAX_TEXT));
         assert!(r.warning.as_ref().is_none_or(|t| t.len() <= MAX_TEXT));
     }

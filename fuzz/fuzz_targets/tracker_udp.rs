@@ -50,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
                 encode_scrape(*connection_id, *transaction_id, info_hashes)
             }
         };
-        assert_eq!(parse_request(&encoded).as_ref(), Ok(&req), "request round trip");
+        assert_eq!(
+            parse_request(&encoded).as_ref(),
+            Ok(&req),
+            "request round trip"
+        );
     }
 });
