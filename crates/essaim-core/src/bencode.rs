@@ -465,6 +465,9 @@ mod tests {
     fn rejects_bad_integers() {
         assert_eq!(kind_of(b"i-0e"), DecodeErrorKind::InvalidInteger);
         assert_eq!(kind_of(b"i03e"), DecodeErrorKind::InvalidInteger);
+        assert_eq!(kind_of(b"i00e"), DecodeErrorKind::InvalidInteger);
+        assert_eq!(kind_of(b"i-03e"), DecodeErrorKind::InvalidInteger);
+        assert_eq!(kind_of(b"i-00e"), DecodeErrorKind::InvalidInteger);
         assert_eq!(kind_of(b"ie"), DecodeErrorKind::InvalidInteger);
         assert_eq!(kind_of(b"i-e"), DecodeErrorKind::InvalidInteger);
         assert_eq!(kind_of(b"i1x2e"), DecodeErrorKind::InvalidInteger);
@@ -492,6 +495,44 @@ mod tests {
         );
         assert_eq!(kind_of(b"03:abc"), DecodeErrorKind::InvalidLength);
         assert_eq!(kind_of(b"3abc"), DecodeErrorKind::InvalidLength);
+    }
+
+    #[test]
+    fn string_lengths_beyond_64_bits_are_refused_without_allocating() {
+        // 2^63: one past i64::MAX; 2^64 + 1: past u64 too. Neither may be
+        // cast, wrapped or used to size a buffer.
+        for len in ["9223372036854775808", "18446744073709551617"] {
+            let input = format!("{len}:abc");
+            assert_eq!(kind_of(input.as_bytes()), DecodeErrorKind::InvalidLength);
+            // Also as a dictionary key and inside a list.
+            let key = format!("d{len}:ai1ee");
+            assert_eq!(kind_of(key.as_bytes()), DecodeErrorKind::InvalidLength);
+            let list = format!("l{len}:e");
+            assert_eq!(kind_of(list.as_bytes()), DecodeErrorKind::InvalidLength);
+        }
+        // 2^63 - 1 fits the integer but not the input.
+        assert_eq!(
+            kind_of(b"l9223372036854775807:abce"),
+            DecodeErrorKind::LengthPastEnd
+        );
+        assert_eq!(kind_of(b"-1:a"), DecodeErrorKind::UnexpectedByte);
+    }
+
+    #[test]
+    fn refuses_deep_dictionaries_and_mixed_nesting() {
+        let n = 100_000;
+        let mut deep = b"d1:a".repeat(n);
+        deep.extend_from_slice(b"i0e");
+        deep.extend(vec![b'e'; n]);
+        assert_eq!(kind_of(&deep), DecodeErrorKind::TooDeep);
+        let mut mixed = b"ld1:a".repeat(n / 2);
+        mixed.extend_from_slice(b"i0e");
+        mixed.extend(vec![b'e'; n]);
+        assert_eq!(kind_of(&mixed), DecodeErrorKind::TooDeep);
+        // Unterminated deep input: TooDeep before running out of input.
+        assert_eq!(kind_of(&vec![b'l'; 100_000]), DecodeErrorKind::TooDeep);
+        // The error is reported where the limit was crossed.
+        assert_eq!(decode(&deep).unwrap_err().offset, MAX_DEPTH * 4);
     }
 
     #[test]

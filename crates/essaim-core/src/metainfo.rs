@@ -518,6 +518,157 @@ mod tests {
         ));
     }
 
+    /// The bencode policy (see `bencode`) holds for .torrent files: hostile
+    /// values anywhere in the file are refused, keys out of order are
+    /// accepted (the infohash is still taken over the raw `info` bytes),
+    /// a repeated key and trailing bytes are refused.
+    #[test]
+    fn bencode_policy_at_the_torrent_entry_point() {
+        use crate::bencode::DecodeErrorKind as K;
+        let info = "d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        let good = format!("d8:announce3:x:y4:info{info}e");
+        assert!(Metainfo::from_bytes(good.as_bytes()).is_ok());
+        let kind = |bytes: &[u8]| match Metainfo::from_bytes(bytes) {
+            Err(MetainfoError::Bencode(e)) => e.kind,
+            other => panic!("expected a bencode error, got {other:?}"),
+        };
+        let mut deep = "l".repeat(100_000);
+        deep.push_str(&"e".repeat(100_000));
+        for (value, want) in [
+            (deep.as_str(), K::TooDeep),
+            ("9223372036854775808:x", K::InvalidLength),
+            ("18446744073709551617:x", K::InvalidLength),
+            ("i03e", K::InvalidInteger),
+            ("i-0e", K::InvalidInteger),
+        ] {
+            // At the root, and inside `info` (where it would change the hash).
+            let at_root = format!("d8:announce3:x:y4:info{info}1:z{value}e");
+            assert_eq!(kind(at_root.as_bytes()), want, "root: {:.40}", value);
+            let in_info = format!(
+                "d8:announce3:x:y4:infod6:lengthi5e4:name1:x12:piece lengthi16384e\
+                 6:pieces20:aaaaaaaaaaaaaaaaaaaa1:z{value}ee"
+            );
+            assert_eq!(kind(in_info.as_bytes()), want, "info: {:.40}", value);
+        }
+        // Repeated keys: at the root, in `info`, out of order.
+        let dup_root = format!("d8:announce3:x:y8:announce3:a:b4:info{info}e");
+        assert_eq!(kind(dup_root.as_bytes()), K::DuplicateKey);
+        let dup_info = "d4:infod6:lengthi5e6:lengthi6e4:name1:x12:piece lengthi16384e\
+                        6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        assert_eq!(kind(dup_info.as_bytes()), K::DuplicateKey);
+        let dup_apart = format!("d8:announce3:x:y4:info{info}8:announce3:a:be");
+        assert_eq!(kind(dup_apart.as_bytes()), K::DuplicateKey);
+        // Out of order: accepted, hash over the raw bytes as received.
+        let unsorted_info =
+            "d6:pieces20:aaaaaaaaaaaaaaaaaaaa4:name1:x6:lengthi5e12:piece lengthi16384ee";
+        let unsorted = format!("d4:info{unsorted_info}8:announce3:x:ye");
+        let m = Metainfo::from_bytes(unsorted.as_bytes()).unwrap();
+        assert_eq!(m.info_hash, InfoHash::of_info(unsorted_info.as_bytes()));
+        assert_eq!(m.info.total_length(), 5);
+        assert_eq!(m.trackers, vec![vec!["x:y".to_string()]]);
+        // Trailing bytes: refused (a .torrent is exactly one dictionary).
+        let trailing = format!("{good}\n");
+        assert_eq!(kind(trailing.as_bytes()), K::TrailingBytes);
+        // The same policy for info bytes fetched from peers (BEP 9).
+        assert!(matches!(
+            Metainfo::from_info_bytes(format!("{info}x").as_bytes(), vec![]),
+            Err(MetainfoError::Bencode(_))
+        ));
+        assert!(matches!(
+            Metainfo::from_info_bytes(dup_info[7..dup_info.len() - 1].as_bytes(), vec![]),
+            Err(MetainfoError::Bencode(_))
+        ));
+    }
+
+    /// essaim accepts piece lengths that are not powers of two, as
+    /// libtorrent and Transmission do (BEP 3 only says "almost always a
+    /// power of two"); blocks are then cut at 16 KiB with a short last one.
+    #[test]
+    fn accepts_piece_lengths_that_are_not_powers_of_two() {
+        for (pl, len, pieces) in [
+            (20_000u32, 50_000u64, 3usize),
+            (49_152, 49_153, 2),
+            (1, 3, 3),
+        ] {
+            let hashes = "a".repeat(20 * pieces);
+            let t = format!(
+                "d4:infod6:lengthi{len}e4:name1:x12:piece lengthi{pl}e6:pieces{}:{hashes}ee",
+                hashes.len()
+            );
+            let m = Metainfo::from_bytes(t.as_bytes()).unwrap();
+            assert_eq!(m.info.piece_length, pl);
+            assert_eq!(m.info.pieces.len(), pieces);
+            let layout = &m.info.layout;
+            let last = pieces as u32 - 1;
+            assert_eq!(
+                layout.piece_size(last),
+                Some((len - u64::from(pl) * u64::from(last)) as u32)
+            );
+        }
+        let m = Metainfo::from_bytes(
+            b"d4:infod6:lengthi50000e4:name1:x12:piece lengthi20000e6:pieces60:\
+              aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaee",
+        )
+        .unwrap();
+        // 20,000 = one 16 KiB block and one of 3,616 bytes.
+        assert_eq!(m.info.layout.blocks_in_piece(0), Some(2));
+        assert_eq!(m.info.layout.block(0, 1), Some((16_384, 3_616)));
+        assert_eq!(m.info.layout.block(2, 0), Some((0, 10_000)));
+    }
+
+    #[test]
+    fn torrent_name_rules() {
+        let single = |name: &str| {
+            let mut t = b"d4:infod6:lengthi5e4:name".to_vec();
+            bencode::put_bytes(&mut t, name.as_bytes());
+            t.extend_from_slice(b"12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee");
+            Metainfo::from_bytes(&t)
+        };
+        for (name, why) in [
+            (".", "`.` or `..` component"),
+            ("..", "`.` or `..` component"),
+            ("", "empty component"),
+            ("/etc/passwd", "slash inside a component"),
+            ("..\\x", "slash inside a component"),
+            ("C:", "drive letter"),
+            ("c:\\windows", "slash inside a component"),
+            ("a\0b", "NUL byte"),
+        ] {
+            match single(name) {
+                Err(MetainfoError::UnsafePath { path, why: w }) => {
+                    assert_eq!(path, name);
+                    assert_eq!(w, why, "{name:?}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        let long = "n".repeat(5000);
+        assert!(matches!(
+            single(&long),
+            Err(MetainfoError::UnsafePath {
+                why: "component longer than 255 bytes",
+                ..
+            })
+        ));
+        // 255 bytes is the most a component may have (counted in bytes).
+        assert!(single(&"n".repeat(255)).is_ok());
+        assert!(single(&"é".repeat(128)).is_err());
+        // Names the filesystem takes literally are fine.
+        for ok in ["...", ".hidden", "ab:c", "con", " ", "x..y"] {
+            assert!(single(ok).is_ok(), "{ok:?}");
+        }
+        // Names that differ only in case are two files (as on Linux).
+        let t = torrent_with_files("d6:lengthi5e4:pathl5:A.txteed6:lengthi5e4:pathl5:a.txtee");
+        let m = Metainfo::from_bytes(&t).unwrap();
+        assert_eq!(m.info.files.len(), 2);
+        // A path error names the whole path under the torrent's folder.
+        let err = Metainfo::from_bytes(&torrent_with_files(
+            "d6:lengthi10e4:pathl3:sub2:..6:passwdee",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("root/sub/../passwd"), "{err}");
+    }
+
     #[test]
     fn refuses_bad_geometry() {
         let base = |pl: &str, pieces: &str, len: &str| {
@@ -547,6 +698,48 @@ mod tests {
         ));
         // Total size overflowing u64 across files.
         let over = torrent_with_files("d6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beed6:lengthi9223372036854775807e4:pathl1:cee");
-        assert!(Metainfo::from_bytes(&over).is_err());
+        assert_eq!(
+            Metainfo::from_bytes(&over),
+            Err(MetainfoError::Layout(LayoutError::Overflow))
+        );
+        // Two files of 2^63 - 1 bytes and one of 2: exactly 2^64, one past u64.
+        let just_over = torrent_with_files("d6:lengthi9223372036854775807e4:pathl1:aeed6:lengthi9223372036854775807e4:pathl1:beed6:lengthi2e4:pathl1:cee");
+        assert_eq!(
+            Metainfo::from_bytes(&just_over),
+            Err(MetainfoError::Layout(LayoutError::Overflow))
+        );
+        // A size that fits u64 but needs more than 2^32 - 1 pieces.
+        assert!(matches!(
+            Metainfo::from_bytes(&base("16384", p20, "9223372036854775807")),
+            Err(MetainfoError::Layout(LayoutError::TooManyPieces(_)))
+        ));
+        // A length beyond i64 is not an integer bencode accepts.
+        assert!(matches!(
+            Metainfo::from_bytes(&base("16384", p20, "18446744073709551616")),
+            Err(MetainfoError::Bencode(_))
+        ));
+        // Piece length: 0, negative, above 64 MiB, beyond 32 bits.
+        for pl in ["0", "67108865", "4294967296"] {
+            assert!(
+                matches!(
+                    Metainfo::from_bytes(&base(pl, p20, "5")),
+                    Err(MetainfoError::Layout(LayoutError::PieceLength(_)))
+                ),
+                "piece length {pl}"
+            );
+        }
+        assert_eq!(
+            Metainfo::from_bytes(&base("-16384", p20, "5")),
+            Err(MetainfoError::Invalid("piece length"))
+        );
+        // `pieces` not a multiple of 20, either way.
+        assert!(matches!(
+            Metainfo::from_bytes(&base("16384", "21:aaaaaaaaaaaaaaaaaaaaa", "5")),
+            Err(MetainfoError::PiecesLength(21))
+        ));
+        assert!(matches!(
+            Metainfo::from_bytes(&base("16384", "1:a", "5")),
+            Err(MetainfoError::PiecesLength(1))
+        ));
     }
 }
