@@ -64,18 +64,22 @@ fn transmission_seeds_essaim_downloads() {
     assert_same_files(&d.src(), &d.out(), &files, false);
 }
 
-/// Transmission does not dial loopback peers it hears of, so the essaim
-/// seeder connects to it. Transmission 3 does not create zero-length files;
-/// the torrent has one anyway, to check it copes with our torrent.
+/// Transmission 3 does not dial loopback peers it hears of from a tracker,
+/// so the essaim seeder, which learns of Transmission only from the
+/// tracker (no `--peer`), must connect out to it, as seeds normally do.
+/// Transmission 3 does not create zero-length files; the torrent has one
+/// anyway, to check it copes with our torrent.
 #[test]
 fn essaim_seeds_transmission_downloads() {
     require_transmission();
     let (d, files) = Dirs::new(true);
-    essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
+    let (_tracker, announce) = essaim_tracker();
+    essaim_create(&d.content(), Some(&announce), PIECE_SIZE, &d.torrent());
     let mut tr = Transmission::start(&d.path("tr-config"), &d.out());
     tr.add(&d.torrent());
+    tr.wait_running(DEADLINE);
 
-    let (mut seeder, _port) = essaim_seed(&d.torrent(), &d.src(), &[tr.peer_addr()]);
+    let (mut seeder, _port) = essaim_seed(&d.torrent(), &d.src(), &[]);
     tr.wait_complete("transmission to download from essaim", DEADLINE);
     seeder.assert_running();
     tr.quit(); // flushes Transmission's cache to disk

@@ -183,6 +183,30 @@ impl Transmission {
         }
     }
 
+    /// Waits until torrent 1 is running: checked (if there was anything to
+    /// check) and accepting peers. Transmission drops incoming connections
+    /// for a torrent that is still queued for verification or verifying.
+    pub fn wait_running(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.proc.assert_running();
+            let info = self.info();
+            let state = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("State: "))
+                .unwrap_or("");
+            if ["Idle", "Downloading", "Seeding", "Up & Down"].contains(&state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for transmission to start the \
+                 torrent; transmission says:\n{info}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Asks the daemon to quit (which flushes its cache to disk) and waits
     /// for it to exit.
     pub fn quit(&mut self) {
