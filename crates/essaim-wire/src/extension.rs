@@ -417,6 +417,73 @@ mod tests {
         );
     }
 
+    /// The bencode policy (see `essaim_core::bencode`) holds for both
+    /// extension messages: hostile values anywhere are refused, keys out of
+    /// order are accepted, a repeated key is refused. Bytes after the
+    /// dictionary are ignored in a handshake (BEP 10 allows extending it)
+    /// and are the piece data of a ut_metadata `data` message (BEP 9).
+    #[test]
+    fn bencode_policy_at_the_extension_entry_points() {
+        use essaim_core::bencode::DecodeErrorKind as K;
+        let hs_kind = |b: &[u8]| match ExtendedHandshake::decode(b) {
+            Err(ExtensionError::Bencode(e)) => e.kind,
+            other => panic!("expected a bencode error, got {other:?}"),
+        };
+        let md_kind = |b: &[u8]| match md(b) {
+            Err(ExtensionError::Bencode(e)) => e.kind,
+            other => panic!("expected a bencode error, got {other:?}"),
+        };
+        let mut deep = "l".repeat(100_000);
+        deep.push_str(&"e".repeat(100_000));
+        for (value, want) in [
+            (deep.as_str(), K::TooDeep),
+            ("9223372036854775808:x", K::InvalidLength),
+            ("18446744073709551617:x", K::InvalidLength),
+            ("i03e", K::InvalidInteger),
+            ("i-0e", K::InvalidInteger),
+        ] {
+            // In an unknown key (BEP 10: ignored, but still parsed) and in
+            // the `m` dictionary.
+            let hs = format!("d1:md11:ut_metadatai1ee1:z{value}e");
+            assert_eq!(hs_kind(hs.as_bytes()), want, "{:.40}", value);
+            let hs = format!("d1:md11:ut_metadata{value}ee");
+            assert_eq!(hs_kind(hs.as_bytes()), want, "{:.40}", value);
+            let msg = format!("d8:msg_typei0e5:piecei0e1:z{value}e");
+            assert_eq!(md_kind(msg.as_bytes()), want, "{:.40}", value);
+            let msg = format!("d8:msg_typei0e5:piece{value}e");
+            assert_eq!(md_kind(msg.as_bytes()), want, "{:.40}", value);
+        }
+        // Repeated keys, including inside `m`, where a second id for one
+        // extension would be ambiguous.
+        assert_eq!(hs_kind(b"d1:md6:ut_pexi1e6:ut_pexi2eee"), K::DuplicateKey);
+        assert_eq!(hs_kind(b"d1:pi1e1:md6:ut_pexi1ee1:pi2ee"), K::DuplicateKey);
+        assert_eq!(
+            md_kind(b"d8:msg_typei0e5:piecei0e5:piecei1ee"),
+            K::DuplicateKey
+        );
+        // Out of order: accepted.
+        let hs =
+            ExtendedHandshake::decode(b"d1:pi6881e1:md6:ut_pexi2e11:ut_metadatai1eee").unwrap();
+        assert_eq!(hs.listen_port, Some(6881));
+        assert_eq!(hs.extension_id("ut_metadata"), Some(1));
+        assert_eq!(hs.extension_id("ut_pex"), Some(2));
+        assert_eq!(
+            md(b"d5:piecei3e8:msg_typei0ee"),
+            Ok(MetadataMessage::Request { piece: 3 })
+        );
+        // After the dictionary: ignored in a handshake, data in a message.
+        let hs = ExtendedHandshake::decode(b"d1:pi6881eeXYZ").unwrap();
+        assert_eq!(hs.listen_port, Some(6881));
+        assert_eq!(
+            md(b"d8:msg_typei1e5:piecei0e10:total_sizei3eeXYZ"),
+            Ok(MetadataMessage::Data {
+                piece: 0,
+                total_size: 3,
+                data: Bytes::from_static(b"XYZ"),
+            })
+        );
+    }
+
     #[test]
     fn our_handshake_encoding() {
         let hs = ExtendedHandshake {

@@ -476,6 +476,58 @@ mod tests {
             ));
         }
 
+        /// The bencode policy (see `essaim_core::bencode`) holds for
+        /// tracker replies: hostile values anywhere are refused, keys out of
+        /// order are accepted, a repeated key is refused. Trailing bytes are
+        /// the one leniency: ignored (some trackers append a newline).
+        #[test]
+        fn bencode_policy_at_the_tracker_entry_point() {
+            use essaim_core::bencode::DecodeErrorKind as K;
+            let kind = |body: &[u8]| match parse_announce_response(body) {
+                Err(TrackerError::Bencode(e)) => e.kind,
+                other => panic!("expected a bencode error, got {other:?}"),
+            };
+            let mut deep = "l".repeat(100_000);
+            deep.push_str(&"e".repeat(100_000));
+            for (value, want) in [
+                (deep.as_str(), K::TooDeep),
+                ("9223372036854775808:x", K::InvalidLength),
+                ("18446744073709551617:x", K::InvalidLength),
+                ("i03e", K::InvalidInteger),
+                ("i-0e", K::InvalidInteger),
+            ] {
+                let body = format!("d8:intervali900e5:peers0:1:z{value}e");
+                assert_eq!(kind(body.as_bytes()), want, "{:.40}", value);
+                // Also where a value is read: `interval`, a peer entry.
+                let body = format!("d8:interval{value}e");
+                assert_eq!(kind(body.as_bytes()), want, "{:.40}", value);
+                let body = format!("d8:intervali900e5:peersld2:ip{value}4:porti1eeee");
+                assert_eq!(kind(body.as_bytes()), want, "{:.40}", value);
+            }
+            // A repeated key could give a second `interval` or `peers`.
+            assert_eq!(
+                kind(b"d8:intervali900e8:intervali1e5:peers0:e"),
+                K::DuplicateKey
+            );
+            assert_eq!(
+                kind(b"d5:peers6:\x7f\0\0\x01\x1a\xe18:intervali900e5:peers0:e"),
+                K::DuplicateKey
+            );
+            // Out of order: accepted.
+            let r =
+                parse_announce_response(b"d5:peers6:\x7f\0\0\x01\x1a\xe18:intervali900ee").unwrap();
+            assert_eq!(r.interval, 900);
+            assert_eq!(r.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
+            // Trailing bytes: ignored, the dictionary is read.
+            let r = parse_announce_response(b"d8:intervali900e5:peers0:e\r\ngarbage").unwrap();
+            assert_eq!(r.interval, 900);
+            // But an incomplete reply is an error, not a partial read.
+            assert!(matches!(
+                parse_announce_response(b"d8:intervali900e5:peers12:\x7f\0\0\x01\x1a\xe1"),
+                Err(TrackerError::Bencode(_))
+            ));
+        }
+
         #[test]
         fn peers_are_capped() {
             let n = MAX_PEERS + 10;
