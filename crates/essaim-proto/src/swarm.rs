@@ -739,6 +739,12 @@ impl Swarm {
         data: Bytes,
         now: Instant,
     ) -> Result<(), String> {
+        let n = self.layout.num_pieces();
+        if piece >= n {
+            // No piece of ours: a protocol violation like `have` or
+            // `request` out of range, not data that came late.
+            return Err(format!("piece message for piece {piece} of {n}"));
+        }
         let len = data.len() as u32;
         let Some(r) = block_ref(
             &self.layout,

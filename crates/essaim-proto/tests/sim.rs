@@ -393,6 +393,17 @@ fn protocol_violations_disconnect_and_the_swarm_stays_usable() {
             1,
             true,
             vec![],
+            Message::Piece {
+                piece: n,
+                begin: 0,
+                data: Bytes::from(vec![0; BLOCK_SIZE as usize]),
+            },
+            "piece of piece n",
+        ),
+        (
+            1,
+            true,
+            vec![],
             Message::Bitfield(Bytes::from(vec![0xff; bitfield_len + 1])),
             "bitfield too long",
         ),
