@@ -4,12 +4,13 @@
 //! a timeout), answers with ours if the infohash is one of our torrents and
 //! hands the stream to that torrent's actor; unknown infohashes are dropped.
 //! Accepted connections waiting for a handshake are capped by
-//! [`MAX_HALF_OPEN`], so a flood of idle sockets cannot exhaust us.
+//! [`MAX_HALF_OPEN`], so a flood of idle sockets cannot exhaust us; at the
+//! cap a new connection takes the place of the oldest one, so idle sockets
+//! cannot lock real peers out for the handshake timeout either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use essaim_core::{InfoHash, Magnet, Metainfo, PeerId};
@@ -94,7 +95,6 @@ struct Inner {
     config: SessionConfig,
     torrents: Mutex<HashMap<InfoHash, mpsc::Sender<TorrentCmd>>>,
     shutdown: watch::Sender<bool>,
-    half_open: AtomicUsize,
     connections: Arc<crate::torrent::ConnectionCount>,
     upload_limit: Option<Arc<Limiter>>,
     download_limit: Option<Arc<Limiter>>,
@@ -182,7 +182,6 @@ impl Session {
             port: local_addr.port(),
             torrents: Mutex::new(HashMap::new()),
             shutdown,
-            half_open: AtomicUsize::new(0),
             connections: Arc::new(crate::torrent::ConnectionCount::new(config.max_peers_total)),
             upload_limit: config.upload_limit.map(|r| Arc::new(Limiter::new(r))),
             download_limit: config.download_limit.map(|r| Arc::new(Limiter::new(r))),
@@ -360,6 +359,8 @@ async fn bind(config: &SessionConfig) -> Result<TcpListener, SessionError> {
 }
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    // Handshakes in progress, oldest first.
+    let mut half_open: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
     loop {
         let (mut stream, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -370,12 +371,15 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 continue;
             }
         };
-        if inner.half_open.fetch_add(1, Ordering::Relaxed) >= MAX_HALF_OPEN {
-            inner.half_open.fetch_sub(1, Ordering::Relaxed);
-            continue; // dropped: too many handshakes in progress
+        half_open.retain(|h| !h.is_finished());
+        if half_open.len() >= MAX_HALF_OPEN {
+            // The oldest has had the longest to speak: it gives way.
+            if let Some(oldest) = half_open.pop_front() {
+                oldest.abort();
+            }
         }
         let inner = inner.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let res = async {
                 let hs = peer::read_handshake(&mut stream).await.ok()?;
                 if hs.peer_id == inner.peer_id {
@@ -392,10 +396,10 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 Some((tx, hs))
             };
             let res = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, res).await;
-            inner.half_open.fetch_sub(1, Ordering::Relaxed);
             if let Ok(Some((tx, hs))) = res {
                 let _ = tx.try_send(TorrentCmd::Incoming(stream, addr, hs));
             }
         });
+        half_open.push_back(task.abort_handle());
     }
 }
