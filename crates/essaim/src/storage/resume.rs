@@ -295,6 +295,50 @@ mod tests {
         assert_eq!(Resume::decode(&r.encode()), Some(r));
     }
 
+    /// The bencode policy (see `essaim_core::bencode`) holds for resume
+    /// files: hostile values anywhere are refused, keys out of order are
+    /// accepted, a repeated key and trailing bytes are refused. Refused
+    /// means `None`: the engine then rechecks, which is always correct.
+    #[test]
+    fn bencode_policy_at_the_resume_entry_point() {
+        let good = sample().encode();
+        assert!(Resume::decode(&good).is_some());
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let replace = |from: &[u8], to: &[u8]| {
+            let at = good.windows(from.len()).position(|w| w == from).unwrap();
+            cat(&[&good[..at], to, &good[at + from.len()..]])
+        };
+        let body = &good[1..good.len() - 1]; // the entries, without d...e
+        let mut deep = "l".repeat(100_000);
+        deep.push_str(&"e".repeat(100_000));
+        for value in [
+            deep.as_str(),
+            "9223372036854775808:x",
+            "18446744073709551617:x",
+            "i03e",
+            "i-0e",
+        ] {
+            let extra = cat(&[b"d", body, b"1:z", value.as_bytes(), b"e"]);
+            assert!(bencode::decode(&extra).is_err());
+            assert_eq!(Resume::decode(&extra), None, "{:.40}", value);
+            // In place of a value that is read.
+            let swapped = replace(b"7:versioni1e", &cat(&[b"7:version", value.as_bytes()]));
+            assert_eq!(Resume::decode(&swapped), None, "{:.40}", value);
+        }
+        // A repeated key: a second `have` must not be able to win.
+        let dup = cat(&[b"d", body, b"4:have2:\xff\xe0e"]);
+        assert_eq!(Resume::decode(&dup), None);
+        let dup = replace(b"7:versioni1e", b"7:versioni1e7:versioni1e");
+        assert_eq!(Resume::decode(&dup), None);
+        // Out of order: accepted.
+        let moved = cat(&[b"d7:versioni1e", &replace(b"7:versioni1e", b"")[1..]]);
+        assert_ne!(moved, good);
+        assert_eq!(Resume::decode(&moved), Some(sample()));
+        // Trailing bytes: refused (a torn or appended file is not trusted).
+        assert_eq!(Resume::decode(&cat(&[&good, b"\n"])), None);
+        assert_eq!(Resume::decode(&cat(&[&good, &good])), None);
+    }
+
     #[test]
     fn refuses_malformed() {
         let good = sample().encode();
