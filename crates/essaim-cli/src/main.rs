@@ -113,6 +113,9 @@ struct NetArgs {
     /// Listening port (if taken, the next free one; 0: any).
     #[arg(long, default_value_t = 6881)]
     port: u16,
+    /// Address to listen on (e.g. 127.0.0.1 to stay on this machine).
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_ip: std::net::IpAddr,
     /// Upload cap in bytes per second (e.g. 1MiB).
     #[arg(long)]
     upload_limit: Option<String>,
@@ -410,6 +413,7 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
             .transpose()
     };
     Ok(SessionConfig {
+        listen_ip: net.listen_ip,
         port: net.port,
         upload_limit: limit(&net.upload_limit)?,
         download_limit: limit(&net.download_limit)?,

@@ -28,7 +28,7 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::peer::{self, PeerEvent, WriterCmd};
+use crate::peer::{self, PeerEvent, WriterCmd, WriterTx};
 use crate::peer_list::{PeerList, PeerSource};
 use crate::rate_limit::Limiter;
 use crate::storage::Storage;
@@ -161,8 +161,19 @@ struct Conn {
     _slot: ConnSlot,
     addr: SocketAddr,
     peer_id: PeerId,
-    writer: mpsc::UnboundedSender<WriterCmd>,
+    writer: WriterTx,
     reader: tokio::task::JoinHandle<()>,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    /// A connection leaves `conns` only to close: both tasks end now, and
+    /// with them the socket. (A writer blocked on a peer that does not read
+    /// would otherwise hold the socket forever.)
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer_task.abort();
+    }
 }
 
 enum DialResult {
@@ -251,6 +262,8 @@ struct Actor {
     idle_timeout: Duration,
     /// Totals of peers that disconnected, by peer id.
     history: HashMap<PeerId, (u64, u64)>,
+    /// The swarm reported completion since the last loop turn.
+    just_completed: bool,
 }
 
 impl Actor {
@@ -309,6 +322,7 @@ impl Actor {
             download_limit: params.download_limit,
             idle_timeout: params.idle_timeout,
             history: HashMap::new(),
+            just_completed: false,
         }
     }
 
@@ -383,7 +397,11 @@ impl Actor {
                         self.swarm.handle_tick(now);
                     }
                     self.dial_more();
-                    if self.conns.len() < self.max_peers / 2 && !self.swarm.is_complete() {
+                    // A leecher short of peers, or a seed with nobody to
+                    // serve, asks the trackers again (never more often
+                    // than their min interval).
+                    let few = self.conns.len() < self.max_peers / 2;
+                    if few && (!self.swarm.is_complete() || self.conns.is_empty()) {
                         want_more.notify_one();
                     }
                     if self.resume_dirty && now.duration_since(self.last_resume) >= RESUME_INTERVAL {
@@ -397,12 +415,14 @@ impl Actor {
             if self.error.is_some() {
                 break;
             }
+            if std::mem::take(&mut self.just_completed) {
+                // Data synced and resume saved before anyone hears of it.
+                self.save_resume().await;
+                self.publish_status();
+            }
         }
         // Shutdown: close peers, save resume data, tell the trackers.
-        for (_, c) in self.conns.drain() {
-            let _ = c.writer.send(WriterCmd::Close);
-            c.reader.abort();
-        }
+        self.conns.clear();
         if self.resume_dirty {
             self.save_resume().await;
         }
@@ -546,7 +566,7 @@ impl Actor {
         let key = self.next_key;
         self.next_key += 1;
         let (read, write) = stream.into_split();
-        let (wtx, wrx) = mpsc::unbounded_channel();
+        let (wtx, wrx) = peer::writer_channel();
         let reader = tokio::spawn(peer::run_reader(
             key,
             read,
@@ -555,7 +575,7 @@ impl Actor {
             self.events_tx.clone(),
             self.download_limit.clone(),
         ));
-        tokio::spawn(peer::run_writer(
+        let writer_task = tokio::spawn(peer::run_writer(
             key,
             write,
             wrx,
@@ -571,6 +591,7 @@ impl Actor {
                 peer_id: hs.peer_id,
                 writer: wtx,
                 reader,
+                writer_task,
             },
         );
         let ours = Handshake::new(self.meta.info_hash, self.peer_id);
@@ -590,7 +611,6 @@ impl Actor {
                 if let Some(c) = self.conns.remove(&key) {
                     tracing::debug!(addr = %c.addr, "peer closed: {why}");
                     self.remember(key, c.peer_id, now);
-                    let _ = c.writer.send(WriterCmd::Close);
                     self.peer_list.disconnected(c.addr, now);
                     self.swarm.handle_peer_disconnected(key, now);
                 }
@@ -627,17 +647,45 @@ impl Actor {
         }
     }
 
+    fn disconnect(&mut self, peer: PeerKey, reason: DisconnectReason) {
+        if let Some(c) = self.conns.remove(&peer) {
+            tracing::debug!(addr = %c.addr, ?reason, "disconnecting peer");
+            let now = Instant::now();
+            self.remember(peer, c.peer_id, now);
+            match reason {
+                DisconnectReason::Banned => self.peer_list.ban(c.addr),
+                DisconnectReason::Useless => self.peer_list.useless(c.addr),
+                DisconnectReason::Protocol(_) => self.peer_list.failed(c.addr, now),
+            }
+            self.swarm.handle_peer_disconnected(peer, now);
+        }
+    }
+
+    /// The peer's writer queue is full or gone: it does not read what we
+    /// send (or its connection broke); drop it.
+    fn drop_unread(&mut self, peer: PeerKey) {
+        let why = format!(
+            "{} messages wait for it (it does not read), or its writer is gone",
+            peer::MAX_WRITE_BACKLOG
+        );
+        self.disconnect(peer, DisconnectReason::Protocol(why));
+    }
+
     fn drain_outputs(&mut self) {
         while let Some(out) = self.swarm.poll_output() {
             match out {
                 Output::Send { peer, msg } => {
                     if let Some(c) = self.conns.get(&peer) {
-                        let _ = c.writer.send(WriterCmd::Send(msg));
+                        if !c.writer.send(WriterCmd::Send(msg)) {
+                            self.drop_unread(peer);
+                        }
                     }
                 }
                 Output::Serve { peer, req } => {
                     if let Some(c) = self.conns.get(&peer) {
-                        let _ = c.writer.send(WriterCmd::Serve(req));
+                        if !c.writer.send(WriterCmd::Serve(req)) {
+                            self.drop_unread(peer);
+                        }
                     } else {
                         self.swarm.handle_block_sent(peer, 0, Instant::now());
                     }
@@ -659,29 +707,12 @@ impl Actor {
                         let _ = tx.send((piece, res, data));
                     });
                 }
-                Output::Disconnect { peer, reason } => {
-                    if let Some(c) = self.conns.remove(&peer) {
-                        tracing::debug!(addr = %c.addr, ?reason, "disconnecting peer");
-                        let _ = c.writer.send(WriterCmd::Close);
-                        c.reader.abort();
-                        let now = Instant::now();
-                        self.remember(peer, c.peer_id, now);
-                        match reason {
-                            DisconnectReason::Banned => self.peer_list.ban(c.addr),
-                            DisconnectReason::Useless => self.peer_list.useless(c.addr),
-                            DisconnectReason::Protocol(_) => self.peer_list.failed(c.addr, now),
-                        }
-                        self.swarm.handle_peer_disconnected(peer, now);
-                    }
-                }
+                Output::Disconnect { peer, reason } => self.disconnect(peer, reason),
                 Output::PieceVerified(_) => self.resume_dirty = true,
                 Output::Completed => {
                     tracing::info!(name = %self.meta.info.name, "download complete");
                     self.resume_dirty = true;
-                    // Saved at the next tick, on the blocking pool.
-                    self.last_resume = Instant::now()
-                        .checked_sub(RESUME_INTERVAL)
-                        .unwrap_or(self.last_resume);
+                    self.just_completed = true;
                 }
             }
         }
