@@ -8,12 +8,17 @@
 //! - The writer takes [`WriterCmd`]s in order, batches what is queued into
 //!   one buffer per system call, reads served blocks from storage on the
 //!   blocking pool, and reports each served block back so the swarm can
-//!   hand out the next (at most `MAX_SERVING` in flight per peer).
+//!   hand out the next (at most `MAX_SERVING` in flight per peer). Its
+//!   queue is counted ([`writer_channel`]): a peer that keeps sending
+//!   (requests, say) but never reads would make us queue answers (rejects)
+//!   without bound, so at [`MAX_WRITE_BACKLOG`] commands waiting the actor
+//!   drops it.
 //! - Timeouts: the handshake must complete in [`HANDSHAKE_TIMEOUT`]; a peer
 //!   silent for [`IDLE_TIMEOUT`] (`SessionConfig::idle_timeout`) is dropped;
 //!   we send a keep-alive after [`KEEPALIVE_INTERVAL`] of silence on our side.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +40,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Commands waiting for one peer's writer, at most (about 450 KiB). An
+/// honest peer stays far below: we queue at most 32 blocks to serve, our
+/// requests (at most 1,000) and a `have` per verified piece, and its
+/// writer drains them as fast as the peer reads.
+pub const MAX_WRITE_BACKLOG: usize = 8192;
 
 /// What a peer's tasks tell the torrent actor.
 #[derive(Debug)]
@@ -51,6 +61,63 @@ pub enum WriterCmd {
     Send(Message),
     Serve(BlockRequest),
     Close,
+}
+
+/// A peer writer's queue: the actor's end counts what waits in it.
+pub fn writer_channel() -> (WriterTx, WriterRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        WriterTx {
+            tx,
+            queued: queued.clone(),
+        },
+        WriterRx { rx, queued },
+    )
+}
+
+/// The actor's end of a peer writer's queue.
+#[derive(Debug)]
+pub struct WriterTx {
+    tx: mpsc::UnboundedSender<WriterCmd>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WriterTx {
+    /// Queues `cmd`; `false` if the writer is gone or already has
+    /// [`MAX_WRITE_BACKLOG`] commands waiting (the peer does not read).
+    pub fn send(&self, cmd: WriterCmd) -> bool {
+        if self.queued.load(Ordering::Relaxed) >= MAX_WRITE_BACKLOG {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(cmd).is_ok()
+    }
+}
+
+/// The writer's end of its queue.
+#[derive(Debug)]
+pub struct WriterRx {
+    rx: mpsc::UnboundedReceiver<WriterCmd>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WriterRx {
+    async fn recv(&mut self) -> Option<WriterCmd> {
+        let cmd = self.rx.recv().await;
+        if cmd.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        cmd
+    }
+
+    fn try_recv(&mut self) -> Option<WriterCmd> {
+        let cmd = self.rx.try_recv().ok();
+        if cmd.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        cmd
+    }
 }
 
 /// Reads and checks the remote handshake.
@@ -137,7 +204,7 @@ pub async fn run_reader(
 pub async fn run_writer(
     key: PeerKey,
     mut write: OwnedWriteHalf,
-    mut cmds: mpsc::UnboundedReceiver<WriterCmd>,
+    mut cmds: WriterRx,
     storage: Arc<Storage>,
     events: mpsc::Sender<PeerEvent>,
     limit: Option<Arc<Limiter>>,
@@ -187,8 +254,8 @@ pub async fn run_writer(
                 break;
             }
             match cmds.try_recv() {
-                Ok(next) => cmd = next,
-                Err(_) => break,
+                Some(next) => cmd = next,
+                None => break,
             }
         }
         if !buf.is_empty() {
