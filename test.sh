@@ -3,7 +3,8 @@
 #
 # Installs the BitTorrent clients the interop tests talk to (Debian packages:
 # Transmission 3, aria2, python3-libtorrent) when they are missing, then runs
-# rustfmt, clippy and the whole workspace's tests in release mode.
+# rustfmt, clippy, the whole workspace's tests in release mode, the fuzz
+# targets' build (nightly) and a smoke run of the bench scripts.
 # Runs as root on Debian 12, or as a user who already has the clients.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -62,5 +63,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace --release $*"
 cargo test --workspace --release "$@"
+
+step "fuzz targets build (fuzz/build.sh: cargo +nightly fuzz build)"
+fuzz/build.sh
+
+step "bench scripts still start (bench/smoke.sh, tiny sizes)"
+bench/smoke.sh
 
 step "all tests passed"
