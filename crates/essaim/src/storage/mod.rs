@@ -122,6 +122,13 @@ impl Storage {
         let mut known_dirs = HashSet::new();
         let mut out = Vec::with_capacity(info.files.len());
         for (f, extent) in info.files.iter().zip(info.layout.files()) {
+            if info.multi_file && f.path.is_empty() {
+                // It would name the torrent's folder itself.
+                return Err(StorageError::UnsafePath {
+                    path: root.join(&info.name),
+                    why: "empty path",
+                });
+            }
             let components: Vec<String> = if info.multi_file {
                 std::iter::once(info.name.clone())
                     .chain(f.path.iter().cloned())
