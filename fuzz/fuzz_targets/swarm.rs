@@ -353,6 +353,7 @@ impl Driver {
                 assert!(self.have[p as usize], "verified piece {p} not checked ok");
                 assert!(self.swarm.have().get(p));
             }
+            Output::PeersDiscovered(_) => {}
             Output::Completed => {
                 self.completed += 1;
                 assert_eq!(self.completed, 1, "Completed twice");

@@ -10,3 +10,4 @@ pub mod piece_picker;
 pub mod rate_limit;
 pub mod super_seed;
 pub mod swarm;
+pub mod pex;

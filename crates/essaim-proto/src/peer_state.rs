@@ -55,6 +55,10 @@ pub struct PeerState {
     pub wanted: u32,
     /// Last time either side was interested in the other.
     pub last_interest: Instant,
+    /// The peer's IP, if the driver told us.
+    pub ip: Option<std::net::IpAddr>,
+    /// We dialled it (its address is reachable).
+    pub dialled: bool,
 }
 
 impl PeerState {
@@ -81,6 +85,8 @@ impl PeerState {
             hash_failures: 0,
             wanted: 0,
             last_interest: now,
+            ip: None,
+            dialled: false,
         }
     }
 

@@ -36,6 +36,7 @@ use rand::SeedableRng;
 
 use crate::choker::{Choker, ChokerPeer, RECHOKE_INTERVAL};
 use crate::peer_state::{PeerState, MAX_SERVE_QUEUE, MAX_SERVING};
+use crate::pex::{filter_added, PexState};
 use crate::piece_picker::{BlockReceived, BlockRef, PiecePicker};
 use crate::super_seed::{Reveals, SuperSeed};
 
@@ -63,6 +64,8 @@ pub struct SwarmConfig {
     /// Start as an initial seed that reveals pieces one by one so that each
     /// goes out once before any twice ([`crate::super_seed`]).
     pub super_seed: bool,
+    /// Peer exchange (BEP 11); off for private torrents (BEP 27).
+    pub pex: bool,
 }
 
 impl Default for SwarmConfig {
@@ -74,6 +77,7 @@ impl Default for SwarmConfig {
             listen_port: None,
             seed: 0,
             super_seed: true,
+            pex: true,
         }
     }
 }
@@ -112,6 +116,8 @@ pub enum Output {
     PieceVerified(u32),
     /// Every wanted piece is verified and on disk.
     Completed,
+    /// Peers learnt through peer exchange (BEP 11), already filtered.
+    PeersDiscovered(Vec<std::net::SocketAddr>),
 }
 
 /// Counters for the user interface and trackers.
@@ -183,6 +189,7 @@ pub struct Swarm {
     completed: bool,
     /// Initial seeding, while it lasts.
     super_seed: Option<SuperSeed>,
+    pex: Option<PexState>,
 }
 
 impl Swarm {
@@ -196,6 +203,7 @@ impl Swarm {
     ) -> Self {
         let completed = have.is_full();
         let config_super_seed = config.super_seed;
+        let config_pex = config.pex;
         let num_pieces = layout.num_pieces();
         let stats = SwarmStats {
             num_pieces: layout.num_pieces(),
@@ -222,6 +230,7 @@ impl Swarm {
             stats,
             last_rechoke: None,
             super_seed: (completed && config_super_seed).then(|| SuperSeed::new(num_pieces)),
+            pex: config_pex.then(PexState::default),
             completed,
         }
     }
@@ -315,8 +324,12 @@ impl Swarm {
         peer_ip: Option<std::net::IpAddr>,
         now: Instant,
     ) {
-        let state = PeerState::new(self.layout.num_pieces(), fast, extensions, now);
+        let mut state = PeerState::new(self.layout.num_pieces(), fast, extensions, now);
+        state.ip = peer_ip;
         self.peers.insert(peer, state);
+        if let Some(pex) = self.pex.as_mut() {
+            pex.peer_connected(peer, now);
+        }
         let have = self.picker.have();
         let hiding = self.super_seed.is_some();
         let msg = if hiding {
@@ -340,8 +353,12 @@ impl Swarm {
             self.send(peer, msg);
         }
         if extensions {
+            let mut m = vec![("ut_metadata".to_owned(), extension::UT_METADATA_ID)];
+            if self.pex.is_some() {
+                m.push(("ut_pex".to_owned(), extension::UT_PEX_ID));
+            }
             let hs = ExtendedHandshake {
-                extensions: vec![("ut_metadata".to_owned(), extension::UT_METADATA_ID)],
+                extensions: m,
                 client: Some(self.config.client.clone()),
                 listen_port: self.config.listen_port,
                 reqq: Some((MAX_SERVE_QUEUE / 2) as u32),
@@ -364,6 +381,19 @@ impl Swarm {
                 &mut self.rng,
             );
             self.reveal(reveals);
+        }
+    }
+
+    /// The address of a connection we dialled: it is reachable, so peer
+    /// exchange may share it (BEP 11). Incoming connections are shared with
+    /// the listen port of their extended handshake instead.
+    pub fn handle_peer_address(&mut self, peer: PeerKey, addr: std::net::SocketAddr) {
+        let seed = self.peers.get(&peer).is_some_and(|p| p.is_seed());
+        if let (Some(pex), Some(p)) = (self.pex.as_mut(), self.peers.get_mut(&peer)) {
+            p.dialled = true;
+            let flags = essaim_wire::pex::FLAG_REACHABLE
+                | if seed { essaim_wire::pex::FLAG_SEED } else { 0 };
+            pex.peer_address(peer, addr, flags);
         }
     }
 
@@ -408,6 +438,9 @@ impl Swarm {
         let Some(state) = self.peers.remove(&peer) else {
             return;
         };
+        if let Some(pex) = self.pex.as_mut() {
+            pex.peer_gone(peer);
+        }
         if let Some(ss) = self.super_seed.as_mut() {
             ss.peer_gone(peer, &state.bitfield);
             // What it held goes to the others.
@@ -839,7 +872,26 @@ impl Swarm {
         }
         if id == 0 {
             let hs = ExtendedHandshake::decode(&payload).map_err(|e| e.to_string())?;
+            let listen = match (p.dialled, p.ip, hs.listen_port) {
+                (false, Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port)),
+                _ => None,
+            };
             p.ext = Some(hs);
+            if let (Some(addr), Some(pex)) = (listen, self.pex.as_mut()) {
+                pex.peer_address(peer, addr, 0);
+            }
+            return Ok(());
+        }
+        if id == extension::UT_PEX_ID {
+            // Untrusted hints: a bad message is ignored, not a violation.
+            if self.pex.is_some() {
+                if let Ok(msg) = essaim_wire::pex::PexMessage::decode(&payload) {
+                    let found = filter_added(&msg, p.ip);
+                    if !found.is_empty() {
+                        self.out.push_back(Output::PeersDiscovered(found));
+                    }
+                }
+            }
             return Ok(());
         }
         if id == extension::UT_METADATA_ID {
@@ -987,6 +1039,26 @@ impl Swarm {
 
     /// Periodic work: rechoke every 10 s, snub detection.
     pub fn handle_tick(&mut self, now: Instant) {
+        // Peer exchange, to the peers that speak it.
+        if self.pex.is_some() {
+            let keys: Vec<(PeerKey, u8)> = self
+                .peers
+                .iter()
+                .filter_map(|(k, p)| Some((*k, p.ext.as_ref()?.extension_id("ut_pex")?)))
+                .collect();
+            for (key, their_id) in keys {
+                let msg = self.pex.as_mut().and_then(|x| x.due(key, now));
+                if let Some(msg) = msg {
+                    self.send(
+                        key,
+                        Message::Extended {
+                            id: their_id,
+                            payload: Bytes::from(msg.encode()),
+                        },
+                    );
+                }
+            }
+        }
         // Initial seeding: reveals nobody took go stale and are replaced.
         if self.super_seed.is_some() {
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

@@ -7,4 +7,5 @@
 
 pub mod extension;
 pub mod peer;
+pub mod pex;
 pub mod tracker;

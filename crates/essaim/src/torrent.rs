@@ -278,6 +278,8 @@ impl Actor {
             upload_slots: params.upload_slots,
             listen_port: Some(params.listen_port),
             seed: rand::random(),
+            // BEP 27: private torrents get peers from their tracker only.
+            pex: !meta.info.private,
             ..SwarmConfig::default()
         };
         let swarm = Swarm::new(
@@ -600,6 +602,9 @@ impl Actor {
         tracing::debug!(%addr, key, "peer connected");
         self.swarm
             .handle_peer_connected(key, fast, ext, Some(addr.ip()), Instant::now());
+        if source != PeerSource::Incoming {
+            self.swarm.handle_peer_address(key, addr);
+        }
     }
 
     fn on_peer_event(&mut self, ev: PeerEvent) {
@@ -709,6 +714,11 @@ impl Actor {
                 }
                 Output::Disconnect { peer, reason } => self.disconnect(peer, reason),
                 Output::PieceVerified(_) => self.resume_dirty = true,
+                Output::PeersDiscovered(addrs) => {
+                    for a in addrs {
+                        self.peer_list.add(a, PeerSource::Pex);
+                    }
+                }
                 Output::Completed => {
                     tracing::info!(name = %self.meta.info.name, "download complete");
                     self.resume_dirty = true;

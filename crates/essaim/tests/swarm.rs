@@ -178,3 +178,60 @@ async fn restarted_leecher_keeps_verified_pieces() {
     second.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// Peer exchange (BEP 11): C knows only B; B is connected to A; C learns of
+/// A from B's ut_pex message and connects to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_peer_learns_of_the_first_through_pex() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("a").join("pex.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    write_files(content.parent().unwrap(), &[("pex.bin", 2_000_000)], 11);
+    let opts = CreateOptions {
+        piece_length: Some(32 * 1024),
+        ..CreateOptions::default()
+    };
+    let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
+    // A's upload is slow, so that C is still downloading when it hears of A.
+    let a = Session::new(local(Some(256 * 1024))).await.unwrap();
+    let ha = a
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("a"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&ha).await;
+    let b = Session::new(local(None)).await.unwrap();
+    let _hb = b
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("b"),
+            peers: vec![a.local_addr()],
+        })
+        .unwrap();
+    let c = Session::new(local(None)).await.unwrap();
+    let hc = c
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("c"),
+            peers: vec![b.local_addr()],
+        })
+        .unwrap();
+    let status = tokio::time::timeout(
+        DEADLINE,
+        hc.wait_for(|s| s.totals_by_peer.contains_key(&a.peer_id())),
+    )
+    .await
+    .expect("C never connected to A");
+    let from_pex = status
+        .known_peers
+        .get(&essaim::peer_list::PeerSource::Pex)
+        .copied()
+        .unwrap_or(0);
+    assert!(from_pex >= 1, "known peers: {:?}", status.known_peers);
+    wait_complete(&hc).await;
+    for s in [c, b, a] {
+        s.shutdown().await;
+    }
+}
