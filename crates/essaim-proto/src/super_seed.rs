@@ -182,10 +182,7 @@ impl SuperSeed {
         for piece in stale {
             self.unassign(piece);
         }
-        loop {
-            let Some(p) = self.peers.get(&peer) else {
-                break;
-            };
+        while let Some(p) = self.peers.get(&peer) {
             if p.unstarted.len() >= AHEAD {
                 break;
             }
