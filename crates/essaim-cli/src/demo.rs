@@ -63,7 +63,9 @@ async fn run_in(
     let torrent = create_torrent(&content, &opts, &|_, _| {})?;
     let meta = Metainfo::from_bytes(&torrent)?;
 
+    // On 127.0.0.1, with peers from the demo's tracker only.
     let local = |upload_limit| SessionConfig {
+        lsd: false,
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
         upload_limit,

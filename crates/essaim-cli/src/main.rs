@@ -113,9 +113,13 @@ struct NetArgs {
     /// Listening port (if taken, the next free one; 0: any).
     #[arg(long, default_value_t = 6881)]
     port: u16,
-    /// Address to listen on (e.g. 127.0.0.1 to stay on this machine).
+    /// Address to listen on (127.0.0.1 keeps essaim, local discovery
+    /// included, on this machine).
     #[arg(long, default_value = "0.0.0.0")]
     listen_ip: std::net::IpAddr,
+    /// No local service discovery (BEP 14 multicast on the LAN).
+    #[arg(long)]
+    no_lsd: bool,
     /// Upload cap in bytes per second (e.g. 1MiB).
     #[arg(long)]
     upload_limit: Option<String>,
@@ -414,6 +418,7 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
     };
     Ok(SessionConfig {
         listen_ip: net.listen_ip,
+        lsd: !net.no_lsd,
         port: net.port,
         upload_limit: limit(&net.upload_limit)?,
         download_limit: limit(&net.download_limit)?,

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod extension;
+pub mod lsd;
 pub mod peer;
 pub mod pex;
 pub mod tracker;

@@ -47,6 +47,11 @@ pub struct SessionConfig {
     /// A connected peer silent this long is dropped (default
     /// [`peer::IDLE_TIMEOUT`], 180 s; tests shorten it).
     pub idle_timeout: std::time::Duration,
+    /// Local service discovery (BEP 14) on the multicast group, on the
+    /// interface of `listen_ip` (the default one for 0.0.0.0).
+    pub lsd: bool,
+    /// The group's UDP port (BEP 14: 6771; tests use their own).
+    pub lsd_port: u16,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +67,8 @@ impl Default for SessionConfig {
             upload_limit: None,
             download_limit: None,
             idle_timeout: peer::IDLE_TIMEOUT,
+            lsd: true,
+            lsd_port: essaim_wire::lsd::PORT,
         }
     }
 }
@@ -94,6 +101,8 @@ struct Inner {
     port: u16,
     config: SessionConfig,
     torrents: Mutex<HashMap<InfoHash, mpsc::Sender<TorrentCmd>>>,
+    /// Private torrents (BEP 27): never announced by LSD.
+    private: Mutex<std::collections::HashSet<InfoHash>>,
     shutdown: watch::Sender<bool>,
     connections: Arc<crate::torrent::ConnectionCount>,
     upload_limit: Option<Arc<Limiter>>,
@@ -105,6 +114,8 @@ pub struct Session {
     local_addr: SocketAddr,
     listener: tokio::task::JoinHandle<()>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Session-wide services (LSD), stopped at shutdown.
+    services: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A torrent in a session.
@@ -181,6 +192,7 @@ impl Session {
             peer_id,
             port: local_addr.port(),
             torrents: Mutex::new(HashMap::new()),
+            private: Mutex::new(std::collections::HashSet::new()),
             shutdown,
             connections: Arc::new(crate::torrent::ConnectionCount::new(config.max_peers_total)),
             upload_limit: config.upload_limit.map(|r| Arc::new(Limiter::new(r))),
@@ -188,11 +200,28 @@ impl Session {
             config,
         });
         let listener = tokio::spawn(accept_loop(listener, inner.clone()));
+        let mut tasks = Vec::new();
+        if inner.config.lsd {
+            // Multicast where we listen: 127.0.0.1 keeps LSD on this machine.
+            let interface = match inner.config.listen_ip {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
+            let lsd = crate::lsd::LsdConfig {
+                port: inner.config.lsd_port,
+                interface,
+            };
+            match crate::lsd::spawn(lsd, inner.port, inner.clone()) {
+                Ok(task) => tasks.push(task),
+                Err(e) => tracing::warn!("local service discovery is off: {e}"),
+            }
+        }
         Ok(Session {
             inner,
             local_addr,
             listener,
             tasks: Mutex::new(Vec::new()),
+            services: tasks,
         })
     }
 
@@ -220,6 +249,13 @@ impl Session {
                 return Err(SessionError::Duplicate(info_hash));
             }
             torrents.insert(info_hash, tx.clone());
+        }
+        if add.metainfo.info.private {
+            self.inner
+                .private
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(info_hash);
         }
         let status = TorrentStatus {
             info_hash,
@@ -254,6 +290,11 @@ impl Session {
             torrent::run(params, rx, status_tx, shutdown).await;
             inner
                 .torrents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&info_hash);
+            inner
+                .private
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&info_hash);
@@ -319,6 +360,9 @@ impl Session {
     pub async fn shutdown(self) {
         let _ = self.inner.shutdown.send(true);
         self.listener.abort();
+        for s in &self.services {
+            s.abort();
+        }
         let tasks: Vec<_> = self
             .tasks
             .lock()
@@ -327,6 +371,35 @@ impl Session {
             .collect();
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl crate::lsd::Registry for Inner {
+    fn info_hashes(&self) -> Vec<InfoHash> {
+        let private = self
+            .private
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|h| !private.contains(h))
+            .copied()
+            .collect()
+    }
+
+    fn deliver(&self, info_hash: InfoHash, addr: SocketAddr) {
+        let tx = self
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&info_hash)
+            .cloned();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(TorrentCmd::AddPeers(vec![addr], PeerSource::Lsd));
         }
     }
 }

@@ -12,11 +12,13 @@ use essaim_core::Metainfo;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// A session on 127.0.0.1 with LSD off (each test says how peers meet).
 fn local(upload_limit: Option<u64>) -> SessionConfig {
     SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
         upload_limit,
+        lsd: false,
         ..SessionConfig::default()
     }
 }
@@ -234,4 +236,57 @@ async fn third_peer_learns_of_the_first_through_pex() {
     for s in [c, b, a] {
         s.shutdown().await;
     }
+}
+
+/// Local service discovery (BEP 14): two nodes with no tracker, no DHT and
+/// no peer given find each other through multicast (on the loopback
+/// interface, on a group port of the test's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_find_each_other_through_lsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("a").join("lsd.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    let files = write_files(content.parent().unwrap(), &[("lsd.bin", 300_000)], 5);
+    let meta = Metainfo::from_bytes(
+        &create_torrent(&content, &CreateOptions::default(), &|_, _| {}).unwrap(),
+    )
+    .unwrap();
+    let lsd_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = || SessionConfig {
+        lsd: true,
+        lsd_port,
+        ..local(None)
+    };
+    let a = Session::new(config()).await.unwrap();
+    let ha = a
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("a"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&ha).await;
+    let b = Session::new(config()).await.unwrap();
+    let hb = b
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("b"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&hb).await;
+    let status = hb.status();
+    assert_eq!(
+        status.known_peers.get(&essaim::peer_list::PeerSource::Lsd),
+        Some(&1),
+        "{:?}",
+        status.known_peers
+    );
+    assert!(std::fs::read(dir.path().join("b/lsd.bin")).unwrap() == files[0].1);
+    b.shutdown().await;
+    a.shutdown().await;
 }
