@@ -509,3 +509,63 @@ pub fn essaim_get(torrent: &Path, out: &Path, peers: &[SocketAddr]) {
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// Pieces whose bytes on disk under `root` (the folder that holds the
+/// torrent's file or folder) match their hash. Reads the files whole: for
+/// the small torrents of the tests.
+pub fn verified_pieces(
+    meta: &essaim_core::Metainfo,
+    root: &Path,
+) -> std::collections::BTreeSet<u32> {
+    use sha1::{Digest, Sha1};
+    let layout = &meta.info.layout;
+    let files: Vec<Option<Vec<u8>>> = meta
+        .info
+        .files
+        .iter()
+        .map(|f| {
+            let mut p = root.join(&meta.info.name);
+            if meta.info.multi_file {
+                p.extend(&f.path);
+            }
+            fs::read(p).ok()
+        })
+        .collect();
+    (0..layout.num_pieces())
+        .filter(|&piece| {
+            let (Some(offset), Some(size)) = (layout.piece_offset(piece), layout.piece_size(piece))
+            else {
+                return false;
+            };
+            let mut h = Sha1::new();
+            for s in layout.slices(offset, u64::from(size)) {
+                let Some(Some(data)) = files.get(s.file) else {
+                    return false;
+                };
+                let Some(bytes) = data.get(s.offset as usize..(s.offset + s.length) as usize)
+                else {
+                    return false;
+                };
+                h.update(bytes);
+            }
+            h.finalize()[..] == meta.info.pieces[piece as usize][..]
+        })
+        .collect()
+}
+
+/// Bytes in `pieces` (pieces of `meta`).
+pub fn bytes_of(meta: &essaim_core::Metainfo, pieces: impl IntoIterator<Item = u32>) -> u64 {
+    pieces
+        .into_iter()
+        .map(|p| u64::from(meta.info.layout.piece_size(p).unwrap_or(0)))
+        .sum()
+}
+
+/// The N of the `... this run downloaded N bytes ...` completion line.
+pub fn downloaded_in(line: &str) -> u64 {
+    line.split("this run downloaded ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the byte count in {line:?}"))
+}
