@@ -142,7 +142,7 @@ async fn fetch_from(
         decoder: MessageDecoder::new(MAX_MESSAGE),
     };
     // Their extended handshake.
-    let their_id = loop {
+    let (their_id, their_size) = loop {
         if let Message::Extended { id: 0, payload } = conn.next(peer::HANDSHAKE_TIMEOUT).await? {
             let theirs = ExtendedHandshake::decode(&payload).map_err(|e| e.to_string())?;
             let id = theirs.extension_id("ut_metadata");
@@ -151,14 +151,18 @@ async fn fetch_from(
                 .unwrap_or_else(|e| e.into_inner())
                 .handle_peer(id.is_some(), theirs.metadata_size)
                 .map_err(|e| e.to_string())?;
-            break id.ok_or("no ut_metadata")?;
+            break (id.ok_or("no ut_metadata")?, theirs.metadata_size);
         }
     };
     loop {
-        let next = machine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_request(key, Instant::now());
+        let next = {
+            let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
+            // After a hash failure the fetch starts over without a size: a
+            // peer still here offers its own again (a no-op while the size
+            // stands), or it would wait for a size forever.
+            m.handle_peer(true, their_size).map_err(|e| e.to_string())?;
+            m.next_request(key, Instant::now())
+        };
         let Some(piece) = next else {
             // Nothing left for us; wait in case others fail, or end.
             if done.borrow().is_some() {
