@@ -10,7 +10,7 @@ paths).
         is incomplete after the check).
     lt.py get TORRENT OUT_DIR --port P [--peer IP:PORT]... [--timeout S]
         Download into OUT_DIR; exit 0 when every piece is verified and written,
-        3 on timeout.
+        3 on timeout. TORRENT may be a magnet link (metadata from the peers).
     lt.py create PATH OUT.torrent [--tracker URL]... [--piece-size N]
         Make a v1-only torrent of PATH (file or folder).
     lt.py files TORRENT
@@ -91,9 +91,14 @@ def make_session(port):
 
 
 def add(ses, torrent, save_path, peers):
-    info = lt.torrent_info(torrent)
-    params = lt.add_torrent_params()
-    params.ti = info
+    if torrent.startswith("magnet:"):
+        # Metadata from the peers (BEP 9); torrent_info comes later.
+        params = lt.parse_magnet_uri(torrent)
+        info = None
+    else:
+        info = lt.torrent_info(torrent)
+        params = lt.add_torrent_params()
+        params.ti = info
     params.save_path = save_path
     # Not auto-managed: no queueing, no seed ratio/time limits.
     params.flags &= ~lt.torrent_flags.auto_managed
@@ -155,6 +160,7 @@ def cmd_get(args):
     ses = make_session(args.port)
     os.makedirs(args.out, exist_ok=True)
     h, info = add(ses, args.torrent, args.out, args.peer)
+    pieces = lambda: (info or h.torrent_file()).num_pieces() if (info or h.torrent_file()) else "?"
     deadline = time.monotonic() + args.timeout
     last = 0.0
     last_dial = time.monotonic()
@@ -165,10 +171,10 @@ def cmd_get(args):
             break
         now = time.monotonic()
         if now > deadline:
-            log(f"timeout after {args.timeout} s: {s.num_pieces}/{info.num_pieces()} pieces, peers={s.num_peers}")
+            log(f"timeout after {args.timeout} s: {s.num_pieces}/{pieces()} pieces, peers={s.num_peers}")
             sys.exit(3)
         if now - last > 2:
-            log(f"state={s.state} progress={s.progress:.3f} pieces={s.num_pieces}/{info.num_pieces()} peers={s.num_peers}")
+            log(f"state={s.state} progress={s.progress:.3f} pieces={s.num_pieces}/{pieces()} peers={s.num_peers}")
             last = now
         if args.peer and s.num_peers == 0 and now - last_dial > 3:
             for p in args.peer:
@@ -178,8 +184,8 @@ def cmd_get(args):
     # Every piece passed its hash check; make sure the bytes are on disk
     # before reporting success: pause, then tear the session down.
     s = h.status()
-    if s.num_pieces != info.num_pieces():
-        log(f"finished with {s.num_pieces}/{info.num_pieces()} pieces")
+    if s.num_pieces != pieces():
+        log(f"finished with {s.num_pieces}/{pieces()} pieces")
         sys.exit(5)
     ses.pause()
     del h

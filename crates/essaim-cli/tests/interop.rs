@@ -142,3 +142,89 @@ fn essaim_seeds_aria2_downloads() {
     seeder.assert_running();
     assert_same_files(&d.src(), &d.out(), &files, false);
 }
+
+// ---- magnet links: metadata exchange (BEP 9) --------------------------------
+
+/// The magnet link of a .torrent, with a peer to fetch the metadata from.
+fn magnet_with_peer(torrent: &std::path::Path, peer: std::net::SocketAddr) -> String {
+    let meta = essaim_core::Metainfo::from_bytes(&std::fs::read(torrent).expect("read torrent"))
+        .expect("parse torrent");
+    format!("{}&x.pe={peer}", meta.magnet())
+}
+
+/// `essaim get MAGNET -o OUT` to a successful exit; the metadata is saved
+/// as `OUT/NAME.torrent`.
+fn essaim_get_magnet(magnet: &str, out: &std::path::Path) {
+    let mut cmd = std::process::Command::new(essaim_bin());
+    cmd.args(["get", magnet, "-o"]).arg(out).args([
+        "--port",
+        "0",
+        "--listen-ip",
+        "127.0.0.1",
+        "--no-seed",
+        "--quiet",
+    ]);
+    Proc::spawn("essaim-get-magnet", &mut cmd).expect_success(DEADLINE);
+    assert!(out.join("multi.torrent").is_file(), "metadata not saved");
+}
+
+#[test]
+fn essaim_fetches_metadata_from_libtorrent() {
+    require_libtorrent();
+    let (d, files) = Dirs::new(true);
+    lt_create(&d.content(), None, PIECE_SIZE, &d.torrent());
+    let lt_port = free_port();
+    let _seeder = lt_seed(&d.torrent(), &d.src(), lt_port, &[]);
+
+    essaim_get_magnet(&magnet_with_peer(&d.torrent(), local(lt_port)), &d.out());
+    assert_same_files(&d.src(), &d.out(), &files, false);
+}
+
+#[test]
+fn libtorrent_fetches_metadata_from_essaim() {
+    require_libtorrent();
+    let (d, files) = Dirs::new(true);
+    essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
+    let (mut seeder, port) = essaim_seed(&d.torrent(), &d.src(), &[]);
+
+    let magnet = magnet_with_peer(&d.torrent(), local(port));
+    lt_get(&magnet, &d.out(), free_port(), &[local(port)]);
+    seeder.assert_running();
+    assert_same_files(&d.src(), &d.out(), &files, false);
+}
+
+#[test]
+fn essaim_fetches_metadata_from_transmission() {
+    require_transmission();
+    let (d, files) = Dirs::new(false);
+    transmission_create(&d.content(), None, PIECE_SIZE / 1024, &d.torrent());
+    let mut tr = Transmission::start(&d.path("tr-config"), &d.src());
+    tr.add(&d.torrent());
+    tr.wait_complete("transmission to verify the seed data", DEADLINE);
+
+    essaim_get_magnet(&magnet_with_peer(&d.torrent(), tr.peer_addr()), &d.out());
+    assert_same_files(&d.src(), &d.out(), &files, false);
+}
+
+/// Transmission starts from the magnet link alone; the essaim seeder dials
+/// it (Transmission does not dial loopback peers) and serves the metadata,
+/// then the data.
+#[test]
+fn transmission_fetches_metadata_from_essaim() {
+    require_transmission();
+    let (d, files) = Dirs::new(false);
+    essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
+    let mut tr = Transmission::start(&d.path("tr-config"), &d.out());
+    let meta = essaim_core::Metainfo::from_bytes(&std::fs::read(d.torrent()).unwrap()).unwrap();
+    tr.add_magnet(&meta.magnet());
+    tr.wait_running(DEADLINE);
+
+    let (mut seeder, _port) = essaim_seed(&d.torrent(), &d.src(), &[tr.peer_addr()]);
+    tr.wait_complete(
+        "transmission to fetch metadata and data from essaim",
+        DEADLINE,
+    );
+    seeder.assert_running();
+    tr.quit();
+    assert_same_files(&d.src(), &d.out(), &files, false);
+}

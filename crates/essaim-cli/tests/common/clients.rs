@@ -161,6 +161,15 @@ impl Transmission {
         );
     }
 
+    /// Adds a magnet link: Transmission fetches the metadata from peers.
+    pub fn add_magnet(&self, uri: &str) {
+        let out = self.remote(&["-a", uri]);
+        assert!(
+            out.contains("success"),
+            "transmission refused the magnet link: {out}"
+        );
+    }
+
     /// `transmission-remote -t 1 -i`.
     pub fn info(&self) -> String {
         self.remote(&["-t", "1", "-i"])
@@ -266,7 +275,7 @@ pub fn lt_seed(torrent: &Path, data: &Path, port: u16, peers: &[SocketAddr]) -> 
 
 /// Downloads with libtorrent into `out`, to a successful exit (lt.py exits 0
 /// only when every piece passed its hash check and the session is closed).
-pub fn lt_get(torrent: &Path, out: &Path, port: u16, peers: &[SocketAddr]) {
+pub fn lt_get(torrent: impl AsRef<std::ffi::OsStr>, out: &Path, port: u16, peers: &[SocketAddr]) {
     let mut cmd = lt_py("get");
     cmd.arg(torrent)
         .arg(out)
