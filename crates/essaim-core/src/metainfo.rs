@@ -575,7 +575,7 @@ mod tests {
             Err(MetainfoError::Bencode(_))
         ));
         assert!(matches!(
-            Metainfo::from_info_bytes(dup_info[7..dup_info.len() - 1].as_bytes(), vec![]),
+            Metainfo::from_info_bytes(&dup_info.as_bytes()[7..dup_info.len() - 1], vec![]),
             Err(MetainfoError::Bencode(_))
         ));
     }
