@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use essaim::create::{create_torrent, parse_size, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle};
+use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle, TorrentOptions};
 use essaim::torrent::TorrentState;
 use essaim_core::{Magnet, Metainfo};
 
@@ -440,6 +440,7 @@ async fn transfer(
     let session = Session::new(session_config(net)?).await?;
     println!("listening on {}", session.local_addr());
     let mut peers = net.peers.clone();
+    let mut select = None;
     let metainfo = match source {
         Source::Torrent(m) => m,
         Source::Magnet(magnet) => {
@@ -447,11 +448,15 @@ async fn transfer(
                 bail!("this magnet link names no tracker (tr=) and no peer (x.pe=); give --peer (the DHT comes later)");
             }
             if !net.quiet {
-                println!("fetching metadata for {}", magnet.info_hash);
+                match &magnet.display_name {
+                    Some(dn) => println!("fetching metadata for {dn} ({})", magnet.info_hash),
+                    None => println!("fetching metadata for {}", magnet.info_hash),
+                }
             }
             let meta = session
                 .fetch_magnet(&magnet, peers.clone(), METADATA_TIMEOUT)
                 .await?;
+            select = magnet.select_only.clone();
             peers.extend(
                 magnet
                     .peers
@@ -472,11 +477,17 @@ async fn transfer(
     };
     let total = metainfo.info.total_length();
     let name = metainfo.info.name.clone();
-    let handle = session.add_torrent(AddTorrent {
-        metainfo,
-        output_dir: output,
-        peers,
-    })?;
+    let options = TorrentOptions {
+        select_files: select.clone(),
+    };
+    let handle = session.add_torrent_with(
+        AddTorrent {
+            metainfo,
+            output_dir: output,
+            peers,
+        },
+        options,
+    )?;
     let bar = progress::TorrentBar::new(total, net.quiet);
     let outcome = tokio::select! {
         o = drive(&handle, &bar, seed, seed_ratio, seed_time) => o,

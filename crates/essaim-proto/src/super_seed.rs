@@ -32,7 +32,7 @@ use crate::swarm::PeerKey;
 pub const AHEAD: usize = 4;
 /// A revealed piece the peer has not started after this long is taken back
 /// (the peer may not want it, or be choked): it goes to others, and the
-/// peer is shown new pieces.
+/// peer, which picks for itself, is shown every piece from then on.
 pub const STALE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -44,6 +44,9 @@ struct Peer {
     unstarted: Vec<(u32, Instant)>,
     /// Revealed pieces the peer is fetching from us.
     started: Vec<u32>,
+    /// Shown everything: it left revealed pieces untouched (it wants only
+    /// some files, or is choked), so it is not steered any more.
+    open: bool,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,7 @@ impl SuperSeed {
                 announced: Bitfield::new(self.assigned.len() as u32),
                 unstarted: Vec::new(),
                 started: Vec::new(),
+                open: false,
             },
         );
         self.top_up(peer, peer_has, now, rng)
@@ -179,8 +183,14 @@ impl SuperSeed {
                 keep
             });
         }
-        for piece in stale {
-            self.unassign(piece);
+        if !stale.is_empty() {
+            for piece in stale {
+                self.unassign(piece);
+            }
+            return self.open_up(peer, peer_has);
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.open) {
+            return out;
         }
         while let Some(p) = self.peers.get(&peer) {
             if p.unstarted.len() >= AHEAD {
@@ -202,6 +212,22 @@ impl SuperSeed {
             if self.unassigned == 0 {
                 self.active = false;
                 break;
+            }
+        }
+        out
+    }
+
+    /// Shows `peer` every piece it lacks and was not shown yet.
+    fn open_up(&mut self, peer: PeerKey, peer_has: &Bitfield) -> Reveals {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        p.open = true;
+        let mut out = Vec::new();
+        for piece in 0..self.assigned.len() as u32 {
+            if !p.announced.get(piece) && !peer_has.get(piece) {
+                p.announced.set(piece);
+                out.push((peer, piece));
             }
         }
         out
@@ -306,27 +332,20 @@ mod tests {
     }
 
     #[test]
-    fn stale_reveals_are_taken_back_and_replaced() {
+    fn a_peer_that_ignores_its_reveals_is_shown_everything() {
         let mut rng = SmallRng::seed_from_u64(3);
         let t0 = Instant::now();
         let n = 12;
         let none = Bitfield::new(n);
         let mut s = SuperSeed::new(n);
-        let first: Vec<u32> = s
-            .peer_connected(1, &none, t0, &mut rng)
-            .iter()
-            .map(|x| x.1)
-            .collect();
+        let reveal = |r: Reveals| -> Vec<u32> { r.iter().map(|x| x.1).collect() };
+        let first = reveal(s.peer_connected(1, &none, t0, &mut rng));
         assert_eq!(first.len(), AHEAD);
         // Nothing happens for a while: nothing new before STALE...
         assert!(s.peer_has(1, &none, t0 + STALE / 2, &mut rng).is_empty());
-        // ...then the stale four go back to the pool and four others come.
-        let next: Vec<u32> = s
-            .peer_has(1, &none, t0 + STALE, &mut rng)
-            .iter()
-            .map(|x| x.1)
-            .collect();
-        assert_eq!(next.len(), AHEAD);
+        // ...then the stale four go back to the pool and the peer sees all.
+        let next = reveal(s.peer_has(1, &none, t0 + STALE, &mut rng));
+        assert_eq!(next.len(), n as usize - AHEAD);
         assert!(
             next.iter().all(|p| !first.contains(p)),
             "{first:?} {next:?}"
@@ -334,5 +353,8 @@ mod tests {
         for p in &first {
             assert_eq!(s.assigned[*p as usize], 0);
         }
+        // Nothing more for it; others are still steered.
+        assert!(s.peer_has(1, &none, t0 + STALE * 3, &mut rng).is_empty());
+        assert_eq!(s.peer_connected(2, &none, t0, &mut rng).len(), AHEAD);
     }
 }

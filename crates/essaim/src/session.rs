@@ -96,6 +96,15 @@ pub struct AddTorrent {
     pub peers: Vec<SocketAddr>,
 }
 
+/// How to run a torrent, beyond what it is and where.
+#[derive(Debug, Clone, Default)]
+pub struct TorrentOptions {
+    /// Only these files (indices in the torrent's file list, as BEP 53's
+    /// `so=`); `None`: all. Pieces that touch no selected file are never
+    /// downloaded; files are still laid out (sparse), as other clients do.
+    pub select_files: Option<Vec<usize>>,
+}
+
 struct Inner {
     peer_id: PeerId,
     port: u16,
@@ -237,6 +246,15 @@ impl Session {
 
     /// Adds a torrent: its data is checked, then it downloads and seeds.
     pub fn add_torrent(&self, add: AddTorrent) -> Result<TorrentHandle, SessionError> {
+        self.add_torrent_with(add, TorrentOptions::default())
+    }
+
+    /// [`Session::add_torrent`] with options.
+    pub fn add_torrent_with(
+        &self,
+        add: AddTorrent,
+        options: TorrentOptions,
+    ) -> Result<TorrentHandle, SessionError> {
         let info_hash = add.metainfo.info_hash;
         let (tx, rx) = mpsc::channel(64);
         {
@@ -275,6 +293,7 @@ impl Session {
             metainfo: Arc::new(add.metainfo),
             output_dir: add.output_dir,
             peers: add.peers,
+            select_files: options.select_files,
             peer_id: self.inner.peer_id,
             listen_port: self.inner.port,
             max_peers: self.inner.config.max_peers_per_torrent,

@@ -102,6 +102,7 @@ pub(crate) struct TorrentParams {
     pub metainfo: Arc<Metainfo>,
     pub output_dir: PathBuf,
     pub peers: Vec<SocketAddr>,
+    pub select_files: Option<Vec<usize>>,
     pub peer_id: PeerId,
     pub listen_port: u16,
     pub max_peers: usize,
@@ -282,13 +283,28 @@ impl Actor {
             pex: !meta.info.private,
             ..SwarmConfig::default()
         };
-        let swarm = Swarm::new(
+        let mut swarm = Swarm::new(
             meta.info_hash,
             meta.info.layout.clone(),
             have,
             Some(bytes::Bytes::from(meta.info_bytes.clone())),
             config,
         );
+        if let Some(selected) = &params.select_files {
+            // BEP 53: pieces that touch no selected file are not wanted.
+            let layout = &meta.info.layout;
+            let mut wanted = Bitfield::new(layout.num_pieces());
+            for range in selected.iter().filter_map(|&f| layout.file_pieces(f)) {
+                for p in range {
+                    wanted.set(p);
+                }
+            }
+            for p in 0..layout.num_pieces() {
+                if !wanted.get(p) {
+                    swarm.skip_piece(p);
+                }
+            }
+        }
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (disk_tx, disk_rx) = mpsc::unbounded_channel();
         let (dial_tx, dial_rx) = mpsc::channel(64);

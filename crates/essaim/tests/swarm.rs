@@ -279,14 +279,78 @@ async fn two_nodes_find_each_other_through_lsd() {
         })
         .unwrap();
     wait_complete(&hb).await;
-    let status = hb.status();
-    assert_eq!(
-        status.known_peers.get(&essaim::peer_list::PeerSource::Lsd),
-        Some(&1),
-        "{:?}",
-        status.known_peers
+    // Whoever announced last was heard by the other, which dialled it.
+    let lsd = |h: &essaim::session::TorrentHandle| {
+        h.status()
+            .known_peers
+            .get(&essaim::peer_list::PeerSource::Lsd)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert!(
+        lsd(&ha) + lsd(&hb) >= 1,
+        "neither found the other through LSD: {:?} {:?}",
+        ha.status().known_peers,
+        hb.status().known_peers
     );
     assert!(std::fs::read(dir.path().join("b/lsd.bin")).unwrap() == files[0].1);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+/// BEP 53 file selection: only the pieces of the selected file are
+/// fetched; the torrent counts as complete without the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selected_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("pick");
+    let files = write_files(
+        &content,
+        &[("a.bin", 200_000), ("b.bin", 300_000), ("c.bin", 250_000)],
+        21,
+    );
+    let opts = CreateOptions {
+        piece_length: Some(16 * 1024),
+        ..CreateOptions::default()
+    };
+    let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
+    let seeder = Session::new(local(None)).await.unwrap();
+    let seed = seeder
+        .add_torrent(AddTorrent {
+            metainfo: meta.clone(),
+            output_dir: dir.path().join("seed"),
+            peers: vec![],
+        })
+        .unwrap();
+    wait_complete(&seed).await;
+    let leecher = Session::new(local(None)).await.unwrap();
+    let h = leecher
+        .add_torrent_with(
+            AddTorrent {
+                metainfo: meta.clone(),
+                output_dir: dir.path().join("l"),
+                peers: vec![seeder.local_addr()],
+            },
+            essaim::session::TorrentOptions {
+                select_files: Some(vec![0]),
+            },
+        )
+        .unwrap();
+    wait_complete(&h).await;
+    let got_a = std::fs::read(dir.path().join("l/pick/a.bin")).unwrap();
+    assert!(got_a == files[0].1, "the selected file is wrong");
+    // c.bin shares no piece with a.bin: none of it was fetched.
+    let got_c = std::fs::read(dir.path().join("l/pick/c.bin")).unwrap_or_default();
+    assert!(
+        got_c.iter().all(|&b| b == 0),
+        "an unselected file was downloaded"
+    );
+    let status = h.status();
+    assert!(
+        status.stats.downloaded < 250_000,
+        "downloaded {}",
+        status.stats.downloaded
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
 }
