@@ -5,7 +5,7 @@
 //! peers), the files on disk, and memory (RSS and a counting allocator).
 //!
 //! - `wire`: malformed frames and protocol violations, unrequested data,
-//!   unknown extensions (PEX), bad and slow handshakes, idle peers;
+//!   PEX floods and unknown extensions, bad and slow handshakes, idle peers;
 //! - `liar`: corrupt piece data against a leecher with an honest seeder;
 //! - `flood`: requests, have messages, keep-alives, half-open sockets;
 //! - `magnet`: hostile ut_metadata peers against a magnet fetch.

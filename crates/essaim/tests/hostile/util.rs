@@ -33,10 +33,13 @@ pub const PROMPTLY: Duration = Duration::from_secs(5);
 /// nothing else runs in the process while memory is measured.
 pub static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+/// A session on 127.0.0.1 that finds no peers on its own (no local
+/// service discovery): it meets only the peers a test gives it.
 pub fn local() -> SessionConfig {
     SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
+        lsd: false,
         ..SessionConfig::default()
     }
 }
@@ -160,6 +163,19 @@ pub async fn wait_status(
     timeout(BOUND, handle.wait_for(&f))
         .await
         .unwrap_or_else(|_| panic!("status not reached in time: {:?}", handle.status().stats))
+}
+
+/// The first status published from now on: it reflects everything the
+/// torrent processed before this call (e.g. what a probe proved handled).
+pub async fn fresh_status(handle: &TorrentHandle) -> TorrentStatus {
+    let mut rx = handle.watch();
+    rx.borrow_and_update();
+    timeout(BOUND, rx.changed())
+        .await
+        .expect("a status within the bound")
+        .expect("the torrent is running");
+    let s = rx.borrow().clone();
+    s
 }
 
 /// Downloads the fixture with a fresh essaim leecher from `seeder`, and

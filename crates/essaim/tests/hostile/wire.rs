@@ -6,15 +6,19 @@
 //! is dropped and counted as wasted, which is no reason to disconnect (it
 //! happens after a cancel); unknown messages and extensions are ignored.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use essaim::peer::HANDSHAKE_TIMEOUT;
-use essaim::peer_list::PeerSource;
+use essaim::peer_list::{PeerSource, MAX_KNOWN};
+use essaim::session::SessionConfig;
 use essaim::torrent::TorrentState;
-use essaim_core::{InfoHash, OwnedValue};
+use essaim::torrent::TorrentStatus;
+use essaim_core::InfoHash;
 use essaim_wire::extension::ExtendedHandshake;
 use essaim_wire::peer::{BlockRequest, Handshake, Message};
+use essaim_wire::pex::{PexMessage, MAX_ENTRIES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -215,66 +219,125 @@ async fn unrequested_piece_data_is_dropped() {
     session.shutdown().await;
 }
 
-/// essaim does not implement ut_pex yet (issue 5): it does not advertise it,
-/// so a PEX message (here thousands of loopback and port-0 addresses) comes
-/// with an extended id essaim does not know. Unknown extended ids and
-/// unknown message ids are ignored (BEP 10, BEP 3): no crash, no disconnect,
-/// and no address learnt.
+/// Peer exchange (BEP 11) from a hostile peer, and extensions essaim does
+/// not know. Limits: a PEX list is read up to `MAX_ENTRIES` (200)
+/// addresses; port 0, unspecified, multicast and broadcast addresses are
+/// dropped; the known addresses stay within `MAX_KNOWN` (2,000) whatever
+/// arrives. A PEX message that does not parse is ignored, as are unknown
+/// extended ids and message ids (BEP 10, BEP 3): no crash, no disconnect.
+/// (The session takes one peer, so it never dials what it learns here.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pex_and_unknown_extensions_are_ignored() {
+async fn pex_floods_and_unknown_extensions_are_harmless() {
     let _shared = EXCLUSIVE.read().await;
     let fx = Fixture::new(4 * 32 * 1024, 32 * 1024);
-    let (session, handle) = fx.seeder(local()).await;
+    let (session, handle) = fx
+        .seeder(SessionConfig {
+            max_peers_per_torrent: 1,
+            ..local()
+        })
+        .await;
     let (mut w, hs) = Wire::connect(session.local_addr(), fx.info_hash(), random_peer_id()).await;
     assert!(hs.supports_extensions());
     let ours = ExtendedHandshake {
         extensions: vec![("ut_pex".into(), 2), ("ut_metadata".into(), 3)],
         ..ExtendedHandshake::default()
     };
-    let mut added = Vec::new();
-    let mut flags = Vec::new();
-    for i in 0..5000u32 {
-        let port = if i % 2 == 0 { 0 } else { i as u16 };
-        added.extend_from_slice(&[127, 0, (i >> 8) as u8, i as u8]);
-        added.extend_from_slice(&port.to_be_bytes());
-        flags.push(0x10);
-    }
-    let pex = OwnedValue::dict()
-        .with("added", added)
-        .with("added.f", flags)
-        .with("dropped", Vec::<u8>::new())
-        .encode();
+    w.send(&[Message::Extended {
+        id: 0,
+        payload: Bytes::from(ours.encode()),
+    }])
+    .await;
+    let Message::Extended { payload, .. } = w
+        .expect("essaim's extended handshake", |m| {
+            matches!(m, Message::Extended { id: 0, .. })
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    let theirs = ExtendedHandshake::decode(&payload).unwrap();
+    let pex_id = theirs.extension_id("ut_pex").expect("essaim offers ut_pex");
+    let pex = |addrs: Vec<SocketAddr>| Message::Extended {
+        id: pex_id,
+        payload: Bytes::from(
+            PexMessage {
+                added: addrs.into_iter().map(|a| (a, 0x10)).collect(),
+                dropped: Vec::new(),
+            }
+            .encode(),
+        ),
+    };
+    let learnt = |s: &TorrentStatus| s.known_peers.get(&PeerSource::Pex).copied().unwrap_or(0);
+
+    // 5,000 unusable addresses.
+    let junk: Vec<SocketAddr> = (0..5000u16)
+        .map(|i| match i % 4 {
+            0 => SocketAddr::from(([127, 0, 0, 1], 0)),
+            1 => SocketAddr::from(([0, 0, 0, 0], i + 1)),
+            2 => SocketAddr::from(([224, 0, 0, 1], i + 1)),
+            _ => SocketAddr::from(([255, 255, 255, 255], i + 1)),
+        })
+        .collect();
+    w.send(&[pex(junk)]).await;
+    w.probe(probe_req(&fx)).await;
+    assert_eq!(
+        learnt(&fresh_status(&handle).await),
+        0,
+        "junk addresses kept"
+    );
+
+    // 20 lists of 5,000 addresses (127.0.0.1, distinct ports).
+    let list = |k: u16| -> Vec<SocketAddr> {
+        (0..5000u16)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 1 + (k * 200 + i) % 60000)))
+            .collect()
+    };
+    w.send(&[pex(list(0))]).await;
+    w.probe(probe_req(&fx)).await;
+    let first = learnt(&fresh_status(&handle).await);
+    assert!(
+        first > 0 && first <= MAX_ENTRIES,
+        "{first} learnt from one list"
+    );
+    w.send(&(1..20).map(|k| pex(list(k))).collect::<Vec<_>>())
+        .await;
+    w.probe(probe_req(&fx)).await;
+    let s = fresh_status(&handle).await;
+    assert!(learnt(&s) > first);
+    assert!(
+        s.known_peers.values().sum::<usize>() <= MAX_KNOWN,
+        "{:?}",
+        s.known_peers
+    );
+
+    // Garbage under the PEX id, unknown extended ids, unknown messages.
     w.send(&[
         Message::Extended {
-            id: 0,
-            payload: Bytes::from(ours.encode()),
+            id: pex_id,
+            payload: Bytes::from_static(b"not even bencode"),
         },
         Message::Extended {
-            id: 2,
-            payload: Bytes::from(pex.clone()),
+            id: pex_id,
+            payload: Bytes::from_static(b"li1ei2ee"),
         },
         Message::Extended {
             id: 200,
-            payload: Bytes::from(pex),
+            payload: Bytes::from_static(b"d5:added6:abcdefe"),
         },
         Message::Extended {
             id: 77,
-            payload: Bytes::from_static(b"not even bencode"),
+            payload: Bytes::from_static(b"\xff\x00garbage"),
         },
         Message::Unknown { id: 99 },
         Message::Port(0),
     ])
     .await;
     w.probe(probe_req(&fx)).await;
-    let s = wait_status(&handle, |s| s.peers.len() == 1).await;
+    let s = fresh_status(&handle).await;
     assert_eq!(s.peers.len(), 1, "still connected");
-    assert_eq!(s.known_peers.get(&PeerSource::Pex), None);
-    assert!(
-        s.known_peers.values().sum::<usize>() <= 1,
-        "{:?}",
-        s.known_peers
-    );
+    // Shut down before letting go of the one slot: nothing is ever dialled.
     session.shutdown().await;
+    drop(w);
 }
 
 /// Handshakes essaim refuses: closed at once, before essaim sends its own.
@@ -356,7 +419,7 @@ async fn silent_peer_is_dropped_by_the_idle_timeout() {
     let fx = Fixture::new(64 * 1024, 32 * 1024);
     let idle = Duration::from_secs(2);
     let (session, handle) = fx
-        .seeder(essaim::session::SessionConfig {
+        .seeder(SessionConfig {
             idle_timeout: idle,
             ..local()
         })
