@@ -124,7 +124,7 @@ for ((run = 1; run <= RUNS; run++)); do
     record create transmission-create 1 "$rc"
     rc=0; run_timed "lt-create-$run" "$TIMEOUT" "$PY" "$LT_PY" create "$DATA" "$o/lt.torrent" --tracker "$ANNOUNCE" --piece-size "$PB" || rc=$?
     record create "libtorrent (lt.py create)" "lib default" "$rc"
-    rc=0; until_line "essaim-check-$run" '^seeding' "$ESSAIM" seed "$WORK/check.torrent" --data "$DIR" --port 0 -q || rc=$?
+    rc=0; until_line "essaim-check-$run" '^seeding' "$ESSAIM" seed "$WORK/check.torrent" --data "$DIR" --port 0 --listen-ip 127.0.0.1 -q || rc=$?
     record recheck "essaim (seed, until \`seeding\`)" "$NPROC (all cores)" "$rc"
     rc=0; until_line "lt-check-$run" '^ready' "$PY" "$LT_PY" seed "$WORK/check.torrent" "$DIR" --port 0 --check-timeout "$TIMEOUT" || rc=$?
     record recheck "libtorrent (lt.py seed, until \`ready\`)" "hashing_threads=1" "$rc"

@@ -140,7 +140,7 @@ def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
         torrent = torrent_of(f"http://127.0.0.1:{tport}/announce")
         sport = free_port(ports)
         if client == "essaim":
-            seed_argv = [a.essaim, "seed", torrent, "--data", data_dir, "--port", str(sport),
+            seed_argv = [a.essaim, "seed", torrent, "--data", data_dir, "--port", str(sport), "--listen-ip", "127.0.0.1",
                          "--upload-limit", str(a.upload_limit), "-q"]
             seed_marker = "seeding"
         else:
@@ -157,7 +157,7 @@ def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
             os.makedirs(out, exist_ok=True)
             port = free_port(ports)
             if client == "essaim":
-                argv = [a.essaim, "get", torrent, "-o", out, "--port", str(port),
+                argv = [a.essaim, "get", torrent, "-o", out, "--port", str(port), "--listen-ip", "127.0.0.1",
                         "--upload-limit", str(a.upload_limit), "-q"]
                 marker = "seeding"
             else:

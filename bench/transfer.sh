@@ -160,13 +160,13 @@ ARIA2_COMMON=(--no-conf --enable-dht=false --enable-dht6=false --bt-enable-lpd=f
 
 seed_essaim() {
     SEED_PORT=$(free_port)
-    spawn "$TAG-seed" "$ESSAIM" seed "$WORK/plain-$1.torrent" --data "$SRC" --port "$SEED_PORT" -q
+    spawn "$TAG-seed" "$ESSAIM" seed "$WORK/plain-$1.torrent" --data "$SRC" --port "$SEED_PORT" --listen-ip 127.0.0.1 -q
     SEED_PID=$SPAWNED
     wait_line 600 "$WORK/logs/$TAG-seed.out" '^seeding' "essaim seed" "$SEED_PID"
 }
 get_essaim() {
     run_timed "$TAG-get" "$TIMEOUT" "$ESSAIM" get "$WORK/plain-$1.torrent" -o "$OUT" --no-seed \
-        --peer "127.0.0.1:$SEED_PORT" --port "$(free_port)" -q
+        --peer "127.0.0.1:$SEED_PORT" --port "$(free_port)" --listen-ip 127.0.0.1 -q
 }
 
 seed_libtorrent() {

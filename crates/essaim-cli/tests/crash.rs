@@ -34,7 +34,14 @@ fn get_cmd(torrent: &Path, out: &Path, seeder: u16) -> Command {
         .arg(torrent)
         .arg("-o")
         .arg(out)
-        .args(["--port", "0", "--no-seed", "--quiet"])
+        .args([
+            "--port",
+            "0",
+            "--listen-ip",
+            "127.0.0.1",
+            "--no-seed",
+            "--quiet",
+        ])
         .args(["--peer", &local(seeder).to_string()])
         .args(["--download-limit", "1MiB"]);
     cmd

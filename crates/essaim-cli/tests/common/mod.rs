@@ -475,11 +475,12 @@ pub fn essaim_tracker() -> (Proc, String) {
 /// `listening on` and `seeding`, and returns it with its listening port.
 pub fn essaim_seed(torrent: &Path, data: &Path, peers: &[SocketAddr]) -> (Proc, u16) {
     let mut cmd = Command::new(essaim_bin());
-    cmd.arg("seed")
-        .arg(torrent)
-        .arg("--data")
-        .arg(data)
-        .args(["--port", "0"]);
+    cmd.arg("seed").arg(torrent).arg("--data").arg(data).args([
+        "--port",
+        "0",
+        "--listen-ip",
+        "127.0.0.1",
+    ]);
     for peer in peers {
         cmd.args(["--peer", &peer.to_string()]);
     }
@@ -493,11 +494,14 @@ pub fn essaim_seed(torrent: &Path, data: &Path, peers: &[SocketAddr]) -> (Proc, 
 /// to a successful exit.
 pub fn essaim_get(torrent: &Path, out: &Path, peers: &[SocketAddr]) {
     let mut cmd = Command::new(essaim_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(out)
-        .args(["--port", "0", "--no-seed", "--quiet"]);
+    cmd.arg("get").arg(torrent).arg("-o").arg(out).args([
+        "--port",
+        "0",
+        "--listen-ip",
+        "127.0.0.1",
+        "--no-seed",
+        "--quiet",
+    ]);
     for peer in peers {
         cmd.args(["--peer", &peer.to_string()]);
     }
