@@ -109,7 +109,7 @@ fn essaim_seeds_libtorrent_downloads() {
     essaim_create(&d.content(), None, PIECE_SIZE, &d.torrent());
     let (mut seeder, port) = essaim_seed(&d.torrent(), &d.src(), &[]);
 
-    lt_get(&d.torrent(), &d.out(), free_port(), &[local(port)]);
+    lt_get(d.torrent(), &d.out(), free_port(), &[local(port)]);
     seeder.assert_running();
     assert_same_files(&d.src(), &d.out(), &files, false);
 }

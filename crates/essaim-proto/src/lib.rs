@@ -6,8 +6,8 @@
 pub mod choker;
 pub mod metadata;
 pub mod peer_state;
+pub mod pex;
 pub mod piece_picker;
 pub mod rate_limit;
 pub mod super_seed;
 pub mod swarm;
-pub mod pex;
