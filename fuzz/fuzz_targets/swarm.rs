@@ -8,12 +8,13 @@
 //!   `handle_message` (a framing error closes the connection);
 //! - a well-formed message for a peer (so the fuzzer reaches deep states
 //!   without having to learn the framing): have/bitfield/choke/interest,
-//!   requests, rejects, allowed-fast, extended handshake and ut_metadata;
+//!   requests, rejects, allowed-fast, extended handshake, ut_metadata and
+//!   ut_pex;
 //! - the answer to one of our outstanding requests (right or corrupt data);
 //! - `handle_tick` after advancing a virtual clock;
 //! - `handle_block_sent` for a `Serve`, `handle_piece_checked` for a
 //!   `CheckPiece` (the verdict from the input);
-//! - a peer disconnecting or (re)connecting.
+//! - a peer disconnecting or (re)connecting (dialled or incoming).
 //!
 //! After every step `poll_output` is drained and each output carried out as
 //! the contract in `swarm.rs` says, checking:
@@ -24,20 +25,26 @@
 //! - requests only for blocks as we cut them, of pieces we lack and the
 //!   peer has, and only while it unchokes us or for its allowed fast pieces;
 //! - fast-extension messages only to peers with the fast bit, extended
-//!   messages only to peers with the extension bit;
+//!   messages only to peers with the extension bit and only with ids the
+//!   peer asked for; our ut_pex and ut_metadata messages decode, ut_pex
+//!   within its limits;
+//! - peers discovered through ut_pex are filtered (no port 0, unspecified,
+//!   multicast, or loopback from a remote peer; one port per IP);
 //! - `Completed` at most once; and the swarm's have set, counters,
 //!   connections and unchoke slots agree with the driver's.
 #![no_main]
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use essaim_core::{Bitfield, InfoHash, Layout, BLOCK_SIZE};
+use essaim_proto::pex::MAX_PER_MESSAGE;
 use essaim_proto::swarm::{Output, PeerKey, Swarm, SwarmConfig};
 use essaim_wire::extension::{ExtendedHandshake, MetadataMessage};
 use essaim_wire::peer::{BlockRequest, Message, MessageDecoder};
+use essaim_wire::pex::PexMessage;
 use libfuzzer_sys::fuzz_target;
 
 /// Torrents to play with: (piece length, total length).
@@ -92,6 +99,9 @@ struct Conn {
     peer_has: Vec<bool>,
     peer_choking: bool,
     allowed_fast: Vec<u32>,
+    /// Its extension ids (BEP 10 `m`) for ut_metadata and ut_pex.
+    metadata_id: Option<u8>,
+    pex_id: Option<u8>,
     /// What we told the peer.
     am_choking: bool,
 }
@@ -114,6 +124,12 @@ impl Conn {
             Message::HaveNone if self.fast => self.peer_has.fill(false),
             Message::Choke => self.peer_choking = true,
             Message::Unchoke => self.peer_choking = false,
+            Message::Extended { id: 0, payload } if self.extensions => {
+                if let Ok(hs) = ExtendedHandshake::decode(payload) {
+                    self.metadata_id = hs.extension_id("ut_metadata");
+                    self.pex_id = hs.extension_id("ut_pex");
+                }
+            }
             Message::AllowedFast { piece }
                 if self.fast
                     && *piece < n
@@ -151,7 +167,7 @@ impl Driver {
             .position(|c| c.as_ref().is_some_and(|c| c.key == key))
     }
 
-    fn connect(&mut self, slot: usize, fast: bool, extensions: bool) {
+    fn connect(&mut self, slot: usize, fast: bool, extensions: bool, dialled: bool) {
         if self.conns[slot].is_some() {
             return;
         }
@@ -167,11 +183,17 @@ impl Driver {
             peer_has: vec![false; self.layout.num_pieces() as usize],
             peer_choking: true,
             allowed_fast: Vec::new(),
+            metadata_id: None,
+            pex_id: None,
             am_choking: true,
         });
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, slot as u8 + 1));
         self.swarm
             .handle_peer_connected(key, fast, extensions, Some(ip), self.now);
+        if dialled {
+            self.swarm
+                .handle_peer_address(key, SocketAddr::new(ip, 6881 + slot as u16));
+        }
     }
 
     fn disconnect(&mut self, slot: usize) {
@@ -284,8 +306,24 @@ impl Driver {
                 ) {
                     assert!(c.fast, "fast extension message to a peer without it");
                 }
-                if matches!(msg, Message::Extended { .. }) {
+                if let Message::Extended { id, payload } = &msg {
                     assert!(c.extensions, "extended message to a peer without BEP 10");
+                    if *id != 0 && Some(*id) == c.pex_id && c.pex_id != c.metadata_id {
+                        let pex = PexMessage::decode(payload).expect("our ut_pex decodes");
+                        assert!(pex.added.len() <= MAX_PER_MESSAGE);
+                        assert!(pex.dropped.len() <= MAX_PER_MESSAGE);
+                        for (a, _) in &pex.added {
+                            assert!(a.port() != 0, "ut_pex with port 0");
+                            assert!(!pex.dropped.contains(a), "{a} added and dropped");
+                        }
+                    } else if *id != 0 && Some(*id) == c.metadata_id && c.pex_id != c.metadata_id {
+                        MetadataMessage::decode(payload).expect("our ut_metadata decodes");
+                    } else if *id != 0 {
+                        assert!(
+                            Some(*id) == c.pex_id || Some(*id) == c.metadata_id,
+                            "extended id {id} the peer did not ask for"
+                        );
+                    }
                 }
                 if let Message::Request(r) = &msg {
                     assert!(
@@ -353,11 +391,21 @@ impl Driver {
                 assert!(self.have[p as usize], "verified piece {p} not checked ok");
                 assert!(self.swarm.have().get(p));
             }
-            Output::PeersDiscovered(_) => {}
             Output::Completed => {
                 self.completed += 1;
                 assert_eq!(self.completed, 1, "Completed twice");
                 assert!(self.swarm.is_complete());
+            }
+            Output::PeersDiscovered(addrs) => {
+                // Our peers are on 10.0.0.x: no loopback address may come
+                // through, and one port per IP.
+                let mut ips = std::collections::BTreeSet::new();
+                for a in &addrs {
+                    let ip = a.ip();
+                    assert!(a.port() != 0 && !ip.is_unspecified() && !ip.is_multicast());
+                    assert!(!ip.is_loopback(), "loopback address from a remote peer");
+                    assert!(ips.insert(ip), "two ports for {ip}");
+                }
             }
         }
     }
@@ -403,7 +451,7 @@ fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
             length,
         }
     };
-    match kind % 20 {
+    match kind % 21 {
         0 => Message::Choke,
         1 => Message::Unchoke,
         2 => Message::Interested,
@@ -435,8 +483,12 @@ fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
             id: 0,
             payload: Bytes::from(
                 ExtendedHandshake {
-                    extensions: vec![("ut_metadata".into(), input.byte_or0() % 4)],
+                    extensions: vec![
+                        ("ut_metadata".into(), input.byte_or0() % 4),
+                        ("ut_pex".into(), input.byte_or0() % 8),
+                    ],
                     reqq: Some(u32::from(input.byte_or0())),
+                    listen_port: Some(u16::from(input.byte_or0()) + 6000),
                     ..ExtendedHandshake::default()
                 }
                 .encode(),
@@ -461,7 +513,30 @@ fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
                 data: Bytes::from(vec![0u8; b.length as usize]),
             }
         }
-        _ => Message::Unknown { id: 99 },
+        19 => Message::Unknown { id: 99 },
+        _ => {
+            // ut_pex (our id is 2): a few addresses, some of them junk.
+            let mut pex = PexMessage::default();
+            for _ in 0..input.byte_or0() % 8 {
+                let b = input.byte_or0();
+                let ip = match b % 4 {
+                    0 => IpAddr::V4(Ipv4Addr::new(10, 1, 0, b)),
+                    1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    2 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    _ => IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                };
+                let addr = SocketAddr::new(ip, u16::from(b >> 2));
+                if b & 0x80 == 0 {
+                    pex.added.push((addr, b & 0x12));
+                } else {
+                    pex.dropped.push(addr);
+                }
+            }
+            Message::Extended {
+                id: 2,
+                payload: Bytes::from(pex.encode()),
+            }
+        }
     }
 }
 
@@ -513,7 +588,7 @@ fuzz_target!(|data: &[u8]| {
     d.drain();
     for slot in 0..peers {
         let bits = input.byte_or0();
-        d.connect(slot, bits & 1 != 0, bits & 2 != 0);
+        d.connect(slot, bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
         d.drain();
     }
 
@@ -587,7 +662,7 @@ fuzz_target!(|data: &[u8]| {
                 if d.conns[slot].is_some() {
                     d.disconnect(slot);
                 } else {
-                    d.connect(slot, op & 0x20 != 0, op & 0x40 != 0);
+                    d.connect(slot, op & 0x20 != 0, op & 0x40 != 0, op & 0x80 != 0);
                 }
             }
         }
