@@ -80,8 +80,18 @@ impl PeerList {
             .map_or(PeerSource::Incoming, |k| k.source)
     }
 
+    /// Whether `addr` is banned. A ban covers the whole IP (a liar that
+    /// comes back from another port is still a liar), except on loopback,
+    /// where every local peer shares one IP.
     pub fn is_banned(&self, addr: &SocketAddr) -> bool {
-        self.peers.get(addr).is_some_and(|k| k.banned)
+        if self.peers.get(addr).is_some_and(|k| k.banned) {
+            return true;
+        }
+        !addr.ip().is_loopback()
+            && self
+                .peers
+                .iter()
+                .any(|(a, k)| k.banned && a.ip() == addr.ip())
     }
 
     /// The next address worth dialling now, if any.
@@ -225,5 +235,11 @@ mod tests {
         assert_eq!(l.next_to_dial(t0, &[], true), None);
         assert_eq!(l.next_to_dial(t0, &[], false), Some(a(2)));
         assert!(l.is_banned(&a(1)));
+        // Loopback: only the exact address. Elsewhere: the whole IP.
+        assert!(!l.is_banned(&a(3)));
+        let remote = |port| SocketAddr::from(([203, 0, 113, 7], port));
+        l.add(remote(1000), PeerSource::Tracker);
+        l.ban(remote(1000));
+        assert!(l.is_banned(&remote(2000)));
     }
 }
