@@ -183,7 +183,14 @@ def cmd_get(args):
         ses.wait_for_alert(200)
     # Every piece passed its hash check; make sure the bytes are on disk
     # before reporting success: pause, then tear the session down.
+    # The finished state can come a moment before the last piece is
+    # counted: give the count up to 10 s to catch up.
+    settle = time.monotonic() + 10
     s = h.status()
+    while s.num_pieces != pieces() and time.monotonic() < settle:
+        ses.wait_for_alert(100)
+        drain(ses, verbose=False)
+        s = h.status()
     if s.num_pieces != pieces():
         log(f"finished with {s.num_pieces}/{pieces()} pieces")
         sys.exit(5)
