@@ -433,7 +433,7 @@ pub fn encode_nodes(nodes: &[NodeInfo], v6: bool) -> Vec<u8> {
 /// when its length is not a multiple of the entry size.
 pub fn decode_nodes(b: &[u8], v6: bool) -> Option<Vec<NodeInfo>> {
     let size = if v6 { COMPACT_NODE_V6 } else { COMPACT_NODE_V4 };
-    if b.len() % size != 0 {
+    if !b.len().is_multiple_of(size) {
         return None;
     }
     b.chunks_exact(size)
@@ -475,7 +475,10 @@ impl Message {
                 d.insert("y", "e");
                 d.insert(
                     "e",
-                    vec![OwnedValue::Int(e.code), OwnedValue::Bytes(e.message.clone())],
+                    vec![
+                        OwnedValue::Int(e.code),
+                        OwnedValue::Bytes(e.message.clone()),
+                    ],
                 );
             }
         }

@@ -13,15 +13,22 @@
 //!   queried; the lookup is done when all of them answered, or when nothing
 //!   is waiting and nobody is left to ask, or after [`MAX_QUERIES`];
 //! - a candidate that answers under another id than the one we were told
-//!   counts as failed and its answer is not used;
+//!   counts as failed and its answer is not used (the caller reports it
+//!   with [`Lookup::wrong_id`]: who referred it is not to blame);
 //! - candidates are unique by id, by address, and one per host (as in the
 //!   routing table), and at most [`MAX_CANDIDATES`] are kept, the closest:
 //!   a liar sending many made-up nodes only adds candidates that fail.
 //!
 //! Seeds with an unknown id (bootstrap addresses) sort before all others,
 //! so they are asked first; their answer tells their id.
+//!
+//! Referrals are scored: each candidate remembers who told us about it.
+//! A node whose referrals failed [`LIAR_FAILURES`] times with none
+//! answering is a liar (a node handing out made-up contacts): it counts as
+//! failed, its referrals not yet asked are dropped, and it is reported so
+//! the node can ban it ([`Lookup::failed`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -37,6 +44,8 @@ pub const ALPHA: usize = 3;
 pub const MAX_CANDIDATES: usize = 64;
 /// Queries a lookup may send in all.
 pub const MAX_QUERIES: u32 = 150;
+/// Failed referrals, with none answering, that make a responder a liar.
+pub const LIAR_FAILURES: u16 = 3;
 
 /// What a lookup is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +97,15 @@ struct Candidate {
     state: State,
     depth: u32,
     token: Option<Vec<u8>>,
+    /// Who told us about this candidate (`None` for seeds).
+    referrer: Option<SocketAddr>,
+}
+
+/// How the referrals of one responder fared.
+#[derive(Debug, Clone, Copy, Default)]
+struct Referrals {
+    answered: u16,
+    failed: u16,
 }
 
 pub struct Lookup {
@@ -96,6 +114,8 @@ pub struct Lookup {
     /// Sorted: unknown ids first, then by distance to `target`.
     candidates: Vec<Candidate>,
     peers_seen: BTreeSet<SocketAddr>,
+    referrals: BTreeMap<SocketAddr, Referrals>,
+    liars: BTreeSet<SocketAddr>,
     started: Instant,
     stats: LookupStats,
 }
@@ -112,20 +132,29 @@ impl Lookup {
             kind,
             candidates: Vec::new(),
             peers_seen: BTreeSet::new(),
+            referrals: BTreeMap::new(),
+            liars: BTreeSet::new(),
             started: now,
             stats: LookupStats::default(),
         };
         for (id, addr) in seeds {
-            l.add(id, addr, 0);
+            l.add(id, addr, 0, None);
         }
         l.sort_and_trim();
         l
     }
 
-    fn add(&mut self, id: Option<NodeId>, addr: SocketAddr, depth: u32) {
-        let dup = self.candidates.iter().any(|c| {
-            same_host(&c.addr, &addr) || (id.is_some() && c.id == id)
-        });
+    fn add(
+        &mut self,
+        id: Option<NodeId>,
+        addr: SocketAddr,
+        depth: u32,
+        referrer: Option<SocketAddr>,
+    ) {
+        let dup = self
+            .candidates
+            .iter()
+            .any(|c| same_host(&c.addr, &addr) || (id.is_some() && c.id == id));
         if !dup {
             self.candidates.push(Candidate {
                 id,
@@ -133,6 +162,7 @@ impl Lookup {
                 state: State::New,
                 depth,
                 token: None,
+                referrer,
             });
         }
     }
@@ -141,9 +171,15 @@ impl Lookup {
         let target = self.target;
         self.candidates
             .sort_by_key(|c| c.id.map(|id| id.distance(&target)));
-        // `None` sorts first: unknown ids lead, as wanted.
+        // `None` sorts first: unknown ids lead, as wanted. Over the cap,
+        // the farthest failed candidates go first, then the farthest new.
         while self.candidates.len() > MAX_CANDIDATES {
-            match self.candidates.iter().rposition(|c| c.state == State::New) {
+            let drop = self
+                .candidates
+                .iter()
+                .rposition(|c| c.state == State::Failed)
+                .or_else(|| self.candidates.iter().rposition(|c| c.state == State::New));
+            match drop {
                 Some(i) => {
                     self.candidates.remove(i);
                 }
@@ -216,8 +252,37 @@ impl Lookup {
         }
     }
 
-    /// The query to `addr` failed (timeout, error, or wrong id).
-    pub fn failed(&mut self, addr: &SocketAddr) {
+    /// The query to `addr` failed (timeout, error, or wrong id). Returns
+    /// the node that referred it if that makes it a liar (see the module
+    /// documentation); the lookup has then dropped it and its referrals.
+    pub fn failed(&mut self, addr: &SocketAddr) -> Option<SocketAddr> {
+        let c = self.find(addr)?;
+        if !matches!(c.state, State::Waiting | State::Slow) {
+            return None;
+        }
+        c.state = State::Failed;
+        let referrer = c.referrer;
+        self.stats.failures += 1;
+        let referrer = referrer?;
+        let r = self.referrals.entry(referrer).or_default();
+        r.failed += 1;
+        if r.answered > 0 || r.failed < LIAR_FAILURES || !self.liars.insert(referrer) {
+            return None;
+        }
+        for c in &mut self.candidates {
+            if c.addr == referrer {
+                c.state = State::Failed;
+            }
+        }
+        self.candidates
+            .retain(|c| !(c.referrer == Some(referrer) && c.state == State::New));
+        Some(referrer)
+    }
+
+    /// `addr` answered, but not as the node we were told of (or is one we
+    /// ignore): it counts as failed, without blaming who referred it (the
+    /// address was alive).
+    pub fn wrong_id(&mut self, addr: &SocketAddr) {
         if let Some(c) = self.find(addr) {
             if matches!(c.state, State::Waiting | State::Slow) {
                 c.state = State::Failed;
@@ -252,6 +317,9 @@ impl Lookup {
         c.state = State::Responded;
         c.token = token;
         let depth = c.depth;
+        if let Some(r) = c.referrer {
+            self.referrals.entry(r).or_default().answered += 1;
+        }
         self.stats.responses += 1;
         self.stats.rounds = self.stats.rounds.max(depth + 1);
         // A seed that turned out to have an id we already had: keep one.
@@ -259,7 +327,7 @@ impl Lookup {
         self.candidates
             .retain(|o| o.addr == addr || o.id != Some(id) || o.state != State::New);
         for n in nodes {
-            self.add(Some(n.id), n.addr, depth + 1);
+            self.add(Some(n.id), n.addr, depth + 1, Some(addr));
         }
         self.sort_and_trim();
         let mut fresh = Vec::new();
@@ -290,7 +358,12 @@ impl Lookup {
         self.candidates
             .iter()
             .filter(|c| c.state == State::Responded)
-            .filter_map(|c| Some(NodeInfo { id: c.id?, addr: c.addr }))
+            .filter_map(|c| {
+                Some(NodeInfo {
+                    id: c.id?,
+                    addr: c.addr,
+                })
+            })
             .take(n)
             .collect()
     }
@@ -328,11 +401,21 @@ mod tests {
             l.sent(&a);
             asked.push(a);
         }
-        assert_eq!(asked, vec![addr(1), addr(2), addr(3)], "closest first, α = 3");
+        assert_eq!(
+            asked,
+            vec![addr(1), addr(2), addr(3)],
+            "closest first, α = 3"
+        );
         // The closest answers with two closer nodes: they are asked next.
         let closer = [
-            NodeInfo { id: id(1), addr: addr(101) },
-            NodeInfo { id: id(2), addr: addr(102) },
+            NodeInfo {
+                id: id(1),
+                addr: addr(101),
+            },
+            NodeInfo {
+                id: id(2),
+                addr: addr(102),
+            },
         ];
         l.responded(&addr(1), id(10), None, &closer, &[], t0);
         assert_eq!(l.next().map(|(_, a)| a), Some(addr(101)));
@@ -362,7 +445,9 @@ mod tests {
         let closest = l.closest_responded(K);
         assert_eq!(closest[0].id, id(1));
         assert_eq!(closest.len(), K);
-        assert!(closest.iter().all(|n| n.addr != addr(2) && n.addr != addr(3)));
+        assert!(closest
+            .iter()
+            .all(|n| n.addr != addr(2) && n.addr != addr(3)));
     }
 
     #[test]
@@ -380,17 +465,80 @@ mod tests {
         l.sent(&addr(2));
         l.sent(&addr(1));
         // addr(1) answers as someone else: failed, its nodes ignored.
-        let fake = [NodeInfo { id: id(0), addr: addr(9) }];
+        let fake = [NodeInfo {
+            id: id(0),
+            addr: addr(9),
+        }];
         l.responded(&addr(1), id(51), None, &fake, &[], t0);
         assert!(l.next().is_none());
         // A liar's 100 made-up nodes on one host count once.
         let flood: Vec<NodeInfo> = (0..100u8)
-            .map(|i| NodeInfo { id: id(i), addr: SocketAddr::from(([9, 9, 9, 9], 1000 + u16::from(i))) })
+            .map(|i| NodeInfo {
+                id: id(i),
+                addr: SocketAddr::from(([9, 9, 9, 9], 1000 + u16::from(i))),
+            })
             .collect();
         let peers = [addr(500), addr(500), addr(501)];
         let fresh = l.responded(&addr(2), id(60), None, &flood, &peers, t0);
         assert_eq!(fresh, vec![addr(500), addr(501)]);
         assert_eq!(l.candidates.len(), 3);
         assert_eq!(l.stats(t0).first_peer_after, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_responder_whose_referrals_all_fail_is_a_liar() {
+        let t0 = Instant::now();
+        let target = NodeId([0; 20]);
+        let seeds = [(Some(id(200)), addr(1)), (Some(id(201)), addr(2))];
+        let mut l = Lookup::new(target, LookupKind::Refresh, seeds, t0);
+        for a in [addr(1), addr(2)] {
+            l.sent(&a);
+        }
+        // addr(1) refers five nodes that never answer; addr(2) refers two
+        // nodes, one of which answers.
+        let fakes: Vec<NodeInfo> = (1..=5u8)
+            .map(|i| NodeInfo {
+                id: id(i),
+                addr: addr(100 + u32::from(i)),
+            })
+            .collect();
+        l.responded(&addr(1), id(200), Some(vec![1]), &fakes, &[], t0);
+        let real = [
+            NodeInfo {
+                id: id(10),
+                addr: addr(10),
+            },
+            NodeInfo {
+                id: id(11),
+                addr: addr(11),
+            },
+        ];
+        l.responded(&addr(2), id(201), Some(vec![2]), &real, &[], t0);
+        let mut liar = None;
+        for _ in 0..3 {
+            let (_, a) = l.next().unwrap();
+            l.sent(&a);
+            assert!(a.ip() != addr(10).ip() || a == addr(10));
+            if let Some(x) = l.failed(&a) {
+                liar = Some(x);
+            }
+        }
+        assert_eq!(liar, Some(addr(1)), "three failed referrals, none answered");
+        // Its other referrals are dropped, and it is no announce target.
+        assert!(l
+            .candidates
+            .iter()
+            .all(|c| c.referrer != Some(addr(1)) || c.state == State::Failed));
+        assert!(l
+            .closest_with_tokens(K)
+            .iter()
+            .all(|(_, a, _)| *a != addr(1)));
+        // addr(2)'s failed referral does not make it a liar once one answered.
+        let (i, a) = l.next().unwrap();
+        l.sent(&a);
+        l.responded(&a, i.unwrap(), None, &[], &[], t0);
+        let (_, b) = l.next().unwrap();
+        l.sent(&b);
+        assert_eq!(l.failed(&b), None);
     }
 }

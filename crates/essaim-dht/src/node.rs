@@ -62,6 +62,13 @@ pub const RESEARCH_MIN: Duration = Duration::from_secs(15 * 60);
 pub const RESEARCH_MAX: Duration = Duration::from_secs(30 * 60);
 /// A search that reached nobody is retried after this long.
 pub const RETRY_EMPTY: Duration = Duration::from_secs(30);
+/// Nodes of the table a lookup starts from: more than [`K`], so that a
+/// lookup whose closest seeds all fail (liars, departed nodes) goes on.
+pub const SEEDS: usize = 3 * K;
+/// A node caught handing out made-up contacts is ignored this long.
+pub const BAN_FOR: Duration = Duration::from_secs(3600);
+/// Banned hosts remembered, at most.
+pub const MAX_BANNED: usize = 1024;
 /// Peers put in one `get_peers` reply, at most (before the size limit).
 pub const MAX_VALUES: usize = 100;
 
@@ -159,6 +166,8 @@ pub struct DhtStats {
     /// announce_peer refused (bad token).
     pub announces_refused: u64,
     pub timeouts: u64,
+    /// Liars banned (nodes whose referrals all failed).
+    pub banned: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +218,8 @@ pub struct Dht {
     next_maintenance: Instant,
     next_expiry: Instant,
     ip_votes: BTreeMap<IpAddr, u32>,
+    /// Liars (see [`crate::lookup`]) by host, with the end of their ban.
+    banned: BTreeMap<SocketAddr, Instant>,
     pub(crate) out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<DhtEvent>,
     pub(crate) rng: StdRng,
@@ -249,6 +260,7 @@ impl Dht {
             next_maintenance: now + MAINTENANCE_EVERY,
             next_expiry: now + Duration::from_secs(60),
             ip_votes: BTreeMap::new(),
+            banned: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             rng,
@@ -270,7 +282,11 @@ impl Dht {
 
     /// Nodes in the routing table, for saving and for [`DhtConfig::nodes`].
     pub fn routing_table(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.table.export().into_iter().map(|n| (n.id, n.addr)).collect()
+        self.table
+            .export()
+            .into_iter()
+            .map(|n| (n.id, n.addr))
+            .collect()
     }
 
     pub fn table(&self) -> &RoutingTable {
@@ -322,11 +338,67 @@ impl Dht {
         !special && (self.config.allow_local || !is_local(ip))
     }
 
+    /// One key per host, as for the routing table's one-node-per-host rule.
+    fn host_key(addr: &SocketAddr) -> SocketAddr {
+        if is_local(addr.ip()) {
+            *addr
+        } else {
+            SocketAddr::new(addr.ip(), 0)
+        }
+    }
+
+    pub(crate) fn is_banned(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.banned
+            .get(&Self::host_key(addr))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Bans a liar: out of the routing table, out of lookups, for [`BAN_FOR`].
+    fn ban(&mut self, addr: SocketAddr, now: Instant) {
+        if self.is_banned(&addr, now) {
+            return;
+        }
+        if self.banned.len() >= MAX_BANNED {
+            self.banned.retain(|_, until| *until > now);
+            if self.banned.len() >= MAX_BANNED {
+                return;
+            }
+        }
+        self.stats.banned += 1;
+        self.banned.insert(Self::host_key(&addr), now + BAN_FOR);
+        self.table.remove_host(&addr, now);
+    }
+
+    /// Hosts banned now.
+    pub fn banned(&self, now: Instant) -> Vec<SocketAddr> {
+        self.banned
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// A lookup query failed: the lookup may find a liar in the referrer.
+    fn lookup_failed(&mut self, lid: u64, addr: &SocketAddr, now: Instant) {
+        let liar = self.lookups.get_mut(&lid).and_then(|l| l.failed(addr));
+        if let Some(liar) = liar {
+            self.ban(liar, now);
+        }
+        self.pump(lid, now);
+    }
+
     /// Pings an address (a PORT message, a known router): if it answers,
     /// it goes into the routing table.
     pub fn add_node(&mut self, addr: SocketAddr, now: Instant) {
         if self.addr_ok(&addr) {
-            self.send_query(addr, None, Query::Ping { id: self.id }, Purpose::Ping, false, now);
+            self.send_query(
+                addr,
+                None,
+                Query::Ping { id: self.id },
+                Purpose::Ping,
+                false,
+                now,
+            );
         }
     }
 
@@ -394,23 +466,30 @@ impl Dht {
         self.pump(lid, now);
     }
 
-    /// Seeds: the closest nodes of the table, and while the table is short
-    /// of [`K`], the saved nodes and the bootstrap addresses.
+    /// Seeds: the [`SEEDS`] closest nodes of the table (only the [`K`]
+    /// closest are asked unless some fail), and for a bootstrap or while
+    /// the table is short of [`K`], the saved nodes and the bootstrap
+    /// addresses.
     fn start_lookup(&mut self, target: NodeId, kind: LookupKind, now: Instant) -> u64 {
         let mut seeds: Vec<(Option<NodeId>, SocketAddr)> = self
             .table
-            .closest(&target, K, now, |_| true)
+            .closest(&target, SEEDS, now, |_| true)
             .into_iter()
             .map(|n| (Some(n.id), n.addr))
             .collect();
-        if seeds.len() < K {
+        if seeds.len() < K || kind == LookupKind::Bootstrap {
             let saved = self.config.nodes.iter().map(|(id, a)| (Some(*id), *a));
             let boot = self.config.bootstrap.iter().map(|a| (None, *a));
-            seeds.extend(saved.chain(boot).filter(|(id, a)| self.addr_ok(a) && *id != Some(self.id)));
+            seeds.extend(
+                saved
+                    .chain(boot)
+                    .filter(|(id, a)| self.addr_ok(a) && *id != Some(self.id)),
+            );
         }
         let lid = self.next_lookup;
         self.next_lookup += 1;
-        self.lookups.insert(lid, Lookup::new(target, kind, seeds, now));
+        self.lookups
+            .insert(lid, Lookup::new(target, kind, seeds, now));
         lid
     }
 
@@ -456,8 +535,10 @@ impl Dht {
         match l.kind {
             LookupKind::Bootstrap => {
                 self.bootstrap_lookup = None;
-                if !self.bootstrapped && !self.table.is_empty() {
+                if !self.bootstrapped && stats.responses > 0 && !self.table.is_empty() {
                     self.bootstrapped = true;
+                    // Fill the far buckets too, one lookup per tick.
+                    self.table.refresh_sparse();
                     self.events.push_back(DhtEvent::Bootstrapped {
                         nodes: self.table.len(),
                     });
@@ -589,9 +670,18 @@ impl Dht {
             self.stats.invalid += 1;
             return;
         };
-        if r.id == self.id || p.id.is_some_and(|id| id != r.id) {
-            // A node answering as us, or not as the node we were told of.
-            self.query_failed(p, now);
+        if r.id == self.id || p.id.is_some_and(|id| id != r.id) || self.is_banned(&from, now) {
+            // Answering as us, or not as the node we were told of, or
+            // banned: no use, though whoever referred it is not to blame.
+            if let Some(id) = p.id {
+                self.table.node_failed(&id, &p.addr, now);
+            }
+            if let Purpose::Lookup(lid) = p.purpose {
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.wrong_id(&from);
+                }
+                self.pump(lid, now);
+            }
             return;
         }
         if self.table.node_responded(r.id, from, now) == Insert::Replacement {
@@ -607,13 +697,9 @@ impl Dht {
         };
         let nodes: Vec<NodeInfo> = if self.config.ipv6 { r.nodes6 } else { r.nodes }
             .into_iter()
-            .filter(|n| n.id != self.id && self.addr_ok(&n.addr))
+            .filter(|n| n.id != self.id && self.addr_ok(&n.addr) && !self.is_banned(&n.addr, now))
             .collect();
-        let peers: Vec<SocketAddr> = r
-            .values
-            .into_iter()
-            .filter(|a| self.addr_ok(a))
-            .collect();
+        let peers: Vec<SocketAddr> = r.values.into_iter().filter(|a| self.addr_ok(a)).collect();
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
@@ -632,10 +718,7 @@ impl Dht {
         // routing table is left as it was.
         if let Some(p) = self.take_pending(from, tid) {
             if let Purpose::Lookup(lid) = p.purpose {
-                if let Some(l) = self.lookups.get_mut(&lid) {
-                    l.failed(&from);
-                }
-                self.pump(lid, now);
+                self.lookup_failed(lid, &from, now);
             }
         } else {
             self.stats.invalid += 1;
@@ -647,16 +730,20 @@ impl Dht {
             self.table.node_failed(&id, &p.addr, now);
         }
         if let Purpose::Lookup(lid) = p.purpose {
-            if let Some(l) = self.lookups.get_mut(&lid) {
-                l.failed(&p.addr);
-            }
-            self.pump(lid, now);
+            self.lookup_failed(lid, &p.addr, now);
         }
     }
 
     pub(crate) fn send_table_pings(&mut self, now: Instant) {
         for n in self.table.pings_needed(now) {
-            self.send_query(n.addr, Some(n.id), Query::Ping { id: self.id }, Purpose::Ping, false, now);
+            self.send_query(
+                n.addr,
+                Some(n.id),
+                Query::Ping { id: self.id },
+                Purpose::Ping,
+                false,
+                now,
+            );
         }
     }
 
@@ -710,10 +797,11 @@ impl Dht {
             self.reply_limiter.prune(now);
             self.pinged
                 .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(300));
+            self.banned.retain(|_, until| *until > now);
         }
         self.send_table_pings(now);
         if self.bootstrap_lookup.is_none() {
-            if self.table.is_empty() {
+            if !self.bootstrapped || self.table.is_empty() {
                 if now >= self.next_bootstrap {
                     self.start_bootstrap(now);
                 }

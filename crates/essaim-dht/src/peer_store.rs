@@ -50,10 +50,7 @@ impl PeerStore {
         }
         if list.len() >= self.max_per_hash {
             // Replace the peer that announced longest ago.
-            if let Some(oldest) = list
-                .iter_mut()
-                .min_by_key(|(_, t)| *t)
-            {
+            if let Some(oldest) = list.iter_mut().min_by_key(|(_, t)| *t) {
                 *oldest = (peer, now);
             }
             return true;
@@ -93,6 +90,13 @@ impl PeerStore {
         });
     }
 
+    /// Every stored (infohash, peer), live or not yet expired.
+    pub fn iter(&self) -> impl Iterator<Item = (&InfoHash, &SocketAddr)> {
+        self.peers
+            .iter()
+            .flat_map(|(h, list)| list.iter().map(move |(a, _)| (h, a)))
+    }
+
     /// Number of infohashes with at least one stored peer.
     pub fn num_hashes(&self) -> usize {
         self.peers.len()
@@ -129,8 +133,14 @@ mod tests {
         }
         let got = s.peers(&h(1), false, 100, t0 + Duration::from_secs(30), &mut rng);
         assert_eq!(got.len(), 3, "per-hash cap");
-        assert!(got.contains(&peer(19)) && !got.contains(&peer(1)), "oldest replaced");
-        assert!(s.peers(&h(1), true, 100, t0, &mut rng).is_empty(), "no IPv6 peers");
+        assert!(
+            got.contains(&peer(19)) && !got.contains(&peer(1)),
+            "oldest replaced"
+        );
+        assert!(
+            s.peers(&h(1), true, 100, t0, &mut rng).is_empty(),
+            "no IPv6 peers"
+        );
         assert_eq!(s.peers(&h(1), false, 2, t0, &mut rng).len(), 2);
         // Expiry.
         let late = t0 + PEER_TTL + Duration::from_secs(20);

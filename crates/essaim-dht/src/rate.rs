@@ -123,7 +123,11 @@ mod tests {
         assert_eq!((0..20).filter(|_| b.try_take(t0)).count(), 5);
         assert_eq!(b.next_token(t0), t0 + Duration::from_millis(100));
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!((0..20).filter(|_| b.try_take(t1)).count(), 5, "capped at burst");
+        assert_eq!(
+            (0..20).filter(|_| b.try_take(t1)).count(),
+            5,
+            "capped at burst"
+        );
         // Over 10 s at one query per ms, about 100 pass.
         let mut passed = 0;
         for ms in 0..10_000 {
@@ -141,7 +145,11 @@ mod tests {
         let a: IpAddr = "1.1.1.1".parse().unwrap();
         let b: IpAddr = "2.2.2.2".parse().unwrap();
         assert_eq!((0..100).filter(|_| l.allow(a, t0)).count(), 4);
-        assert_eq!((0..100).filter(|_| l.allow(b, t0)).count(), 4, "b has its own budget");
+        assert_eq!(
+            (0..100).filter(|_| l.allow(b, t0)).count(),
+            4,
+            "b has its own budget"
+        );
         let others = (0..100u32)
             .filter(|i| l.allow(IpAddr::from(std::net::Ipv4Addr::from(0x0300_0000 + i)), t0))
             .count();

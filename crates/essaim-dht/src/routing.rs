@@ -117,6 +117,8 @@ struct Bucket {
     /// Nodes that answered us while the bucket was full, newest last.
     replacements: Vec<NodeEntry>,
     last_changed: Instant,
+    /// Refresh at the next chance, however fresh.
+    refresh_soon: bool,
 }
 
 impl Bucket {
@@ -125,6 +127,7 @@ impl Bucket {
             nodes: Vec::new(),
             replacements: Vec::new(),
             last_changed: now,
+            refresh_soon: false,
         }
     }
 }
@@ -178,9 +181,7 @@ impl RoutingTable {
     }
 
     fn index(&self, id: &NodeId) -> usize {
-        self.own
-            .common_prefix_len(id)
-            .min(self.buckets.len() - 1)
+        self.own.common_prefix_len(id).min(self.buckets.len() - 1)
     }
 
     pub fn get(&self, id: &NodeId) -> Option<&NodeEntry> {
@@ -238,7 +239,9 @@ impl RoutingTable {
             let last = self.buckets.len() - 1;
             let can_split = bi == last && self.buckets.len() < NodeId::BITS;
             let bucket = &mut self.buckets[bi];
-            bucket.replacements.retain(|r| r.id != id && !same_host(&r.addr, &addr));
+            bucket
+                .replacements
+                .retain(|r| r.id != id && !same_host(&r.addr, &addr));
             if bucket.nodes.len() < K {
                 bucket.nodes.push(entry);
                 bucket.last_changed = now;
@@ -353,6 +356,25 @@ impl RoutingTable {
         }
     }
 
+    /// Removes every node (and replacement) at this host; the newest
+    /// replacements take the freed places.
+    pub fn remove_host(&mut self, addr: &SocketAddr, now: Instant) {
+        for b in &mut self.buckets {
+            b.replacements.retain(|n| !same_host(&n.addr, addr));
+            let before = b.nodes.len();
+            b.nodes.retain(|n| !same_host(&n.addr, addr));
+            if b.nodes.len() < before {
+                b.last_changed = now;
+                while b.nodes.len() < K {
+                    match b.replacements.pop() {
+                        Some(r) => b.nodes.push(r),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
     /// Nodes to ping now: in each bucket where replacements wait, the least
     /// recently seen questionable (or once-failed) node, unless a ping to one
     /// is already out. They are marked as pinged.
@@ -391,12 +413,21 @@ impl RoutingTable {
             if out.len() >= max {
                 break;
             }
-            if now.saturating_duration_since(b.last_changed) >= REFRESH_AFTER {
+            if b.refresh_soon || now.saturating_duration_since(b.last_changed) >= REFRESH_AFTER {
                 b.last_changed = now;
+                b.refresh_soon = false;
                 out.push(self.own.random_in_range(i, i != last, rng));
             }
         }
         out
+    }
+
+    /// Marks every bucket that is not full for refreshing at the next
+    /// chance (after bootstrap, so that far buckets get nodes too).
+    pub fn refresh_sparse(&mut self) {
+        for b in &mut self.buckets {
+            b.refresh_soon |= b.nodes.len() < K;
+        }
     }
 
     /// The `n` nodes closest to `target` that are not bad and whose address
@@ -446,11 +477,17 @@ mod tests {
         let mut t = RoutingTable::new(own, now);
         // 8 far nodes (first bit differs) fill the only bucket.
         for i in 0..8 {
-            assert_eq!(t.node_responded(id_at(&own, 0, i), addr(u32::from(i)), now), Insert::Added);
+            assert_eq!(
+                t.node_responded(id_at(&own, 0, i), addr(u32::from(i)), now),
+                Insert::Added
+            );
         }
         assert_eq!(t.num_buckets(), 1);
         // A ninth far node splits: the far half is full, so it is a replacement.
-        assert_eq!(t.node_responded(id_at(&own, 0, 8), addr(8), now), Insert::Replacement);
+        assert_eq!(
+            t.node_responded(id_at(&own, 0, 8), addr(8), now),
+            Insert::Replacement
+        );
         assert_eq!(t.bucket_sizes(), vec![8, 0]);
         // Near nodes fill the near half, which splits again and again.
         for p in 1..40 {
@@ -472,7 +509,10 @@ mod tests {
             }
         }
         // The far bucket never split although it is full.
-        assert_eq!(t.node_responded(id_at(&own, 0, 99), addr(99), now), Insert::Replacement);
+        assert_eq!(
+            t.node_responded(id_at(&own, 0, 99), addr(99), now),
+            Insert::Replacement
+        );
         assert_eq!(t.bucket_sizes()[0], 8);
         // Our own id is refused.
         assert_eq!(t.node_responded(own, addr(7777), now), Insert::Rejected);
@@ -488,7 +528,10 @@ mod tests {
         // Same IP, other port, other id: refused (one machine, one entry).
         let mut other_port = addr(1);
         other_port.set_port(9999);
-        assert_eq!(t.node_responded(id_at(&own, 3, 2), other_port, now), Insert::Rejected);
+        assert_eq!(
+            t.node_responded(id_at(&own, 3, 2), other_port, now),
+            Insert::Rejected
+        );
         // Another host claiming a's id while a is good: refused.
         assert_eq!(t.node_responded(a, addr(2), now), Insert::Rejected);
         assert_eq!(t.get(&a).unwrap().addr, addr(1));
@@ -507,17 +550,27 @@ mod tests {
         // Fill the far bucket after the split (first bit differs).
         t.node_responded(id_at(&own, 1, 200), addr(200), t0);
         for i in 0..8 {
-            t.node_responded(id_at(&own, 0, i), addr(u32::from(i)), t0 + Duration::from_secs(u64::from(i)));
+            t.node_responded(
+                id_at(&own, 0, i),
+                addr(u32::from(i)),
+                t0 + Duration::from_secs(u64::from(i)),
+            );
         }
         t.node_responded(id_at(&own, 1, 201), addr(201), t0);
         assert_eq!(t.num_buckets(), 2);
         let later = t0 + QUESTIONABLE_AFTER + Duration::from_secs(60);
         // All good: a newcomer waits as a replacement, and nobody needs a ping.
         let newcomer = id_at(&own, 0, 50);
-        assert_eq!(t.node_responded(newcomer, addr(50), t0), Insert::Replacement);
+        assert_eq!(
+            t.node_responded(newcomer, addr(50), t0),
+            Insert::Replacement
+        );
         assert!(t.pings_needed(t0).is_empty());
         // 15 minutes later they are questionable: the least recently seen is pinged.
-        assert_eq!(t.get(&id_at(&own, 0, 0)).unwrap().status(later), NodeStatus::Questionable);
+        assert_eq!(
+            t.get(&id_at(&own, 0, 0)).unwrap().status(later),
+            NodeStatus::Questionable
+        );
         let pings = t.pings_needed(later);
         assert_eq!(pings.len(), 1);
         assert_eq!(pings[0].id, id_at(&own, 0, 0));
@@ -540,7 +593,10 @@ mod tests {
         t.node_failed(&victim, &addr(3), later);
         t.node_failed(&victim, &addr(3), later);
         assert_eq!(t.get(&victim).unwrap().status(later), NodeStatus::Bad);
-        assert!(t.closest(&victim, 100, later, |_| true).iter().all(|n| n.id != victim));
+        assert!(t
+            .closest(&victim, 100, later, |_| true)
+            .iter()
+            .all(|n| n.id != victim));
         let fresh = id_at(&own, 0, 60);
         assert_eq!(t.node_responded(fresh, addr(60), later), Insert::Added);
         assert!(t.get(&victim).is_none());
@@ -578,7 +634,9 @@ mod tests {
         }
         let n = t.num_buckets();
         let mut rng = rand::rngs::mock::StepRng::new(7, 11);
-        assert!(t.refresh_targets(t0 + Duration::from_secs(60), 100, &mut rng).is_empty());
+        assert!(t
+            .refresh_targets(t0 + Duration::from_secs(60), 100, &mut rng)
+            .is_empty());
         let late = t0 + REFRESH_AFTER;
         let targets = t.refresh_targets(late, 100, &mut rng);
         assert_eq!(targets.len(), n);
@@ -590,6 +648,14 @@ mod tests {
                 assert!(p >= i);
             }
         }
-        assert!(t.refresh_targets(late, 100, &mut rng).is_empty(), "refreshed");
+        assert!(
+            t.refresh_targets(late, 100, &mut rng).is_empty(),
+            "refreshed"
+        );
+        // After bootstrap, sparse buckets are refreshed at once.
+        t.refresh_sparse();
+        let sparse = t.bucket_sizes().iter().filter(|&&s| s < K).count();
+        assert!(sparse > 0);
+        assert_eq!(t.refresh_targets(late, 100, &mut rng).len(), sparse);
     }
 }

@@ -95,7 +95,10 @@ impl Dht {
             ip: Some(from),
             body,
         };
-        if let Some(bytes) = fit(reply, query_len.saturating_mul(self.config.max_reply_factor)) {
+        if let Some(bytes) = fit(
+            reply,
+            query_len.saturating_mul(self.config.max_reply_factor),
+        ) {
             self.out.push_back((from, bytes));
         }
     }
@@ -127,7 +130,10 @@ impl Dht {
     /// take it, so that it enters the table when it answers (the table only
     /// holds nodes that answered us).
     fn note_querier(&mut self, id: NodeId, from: SocketAddr, now: Instant) {
-        if self.table.node_queried(&id, &from, now) || !self.table.would_accept(&id, &from, now) {
+        if self.table.node_queried(&id, &from, now)
+            || !self.table.would_accept(&id, &from, now)
+            || self.is_banned(&from, now)
+        {
             return;
         }
         if self
@@ -145,7 +151,14 @@ impl Dht {
             }
         }
         self.pinged.insert(from, now);
-        self.send_query(from, Some(id), Query::Ping { id: self.id }, Purpose::Ping, false, now);
+        self.send_query(
+            from,
+            Some(id),
+            Query::Ping { id: self.id },
+            Purpose::Ping,
+            false,
+            now,
+        );
     }
 
     /// Answers a query we could not read with 203 (or 204 for an unknown
