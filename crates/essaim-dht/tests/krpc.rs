@@ -27,7 +27,12 @@ fn msg(body: Body) -> Message {
 
 /// Decodes `wire`, compares with `m`, and encodes `m` back to `wire`.
 fn both_ways(wire: &[u8], m: Message) {
-    assert_eq!(decode(wire).unwrap(), m, "{}", String::from_utf8_lossy(wire));
+    assert_eq!(
+        decode(wire).unwrap(),
+        m,
+        "{}",
+        String::from_utf8_lossy(wire)
+    );
     assert_eq!(
         String::from_utf8_lossy(&m.encode()),
         String::from_utf8_lossy(wire)
@@ -44,7 +49,9 @@ fn bep5_ping() {
     );
     both_ways(
         b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re",
-        msg(Body::Response(Response::id_only(id(b"mnopqrstuvwxyz123456")))),
+        msg(Body::Response(Response::id_only(id(
+            b"mnopqrstuvwxyz123456",
+        )))),
     );
 }
 
@@ -60,8 +67,12 @@ fn bep5_find_node() {
     );
     // The BEP's response abbreviates `nodes` as "def456..." (9 bytes): not a
     // whole number of 26-byte entries, so it is refused.
-    let e = decode(b"d1:rd2:id20:0123456789abcdefghij5:nodes9:def456...e1:t2:aa1:y1:re").unwrap_err();
-    assert!(matches!(e.kind, ErrorKind::Field { field: "nodes", .. }), "{e}");
+    let e =
+        decode(b"d1:rd2:id20:0123456789abcdefghij5:nodes9:def456...e1:t2:aa1:y1:re").unwrap_err();
+    assert!(
+        matches!(e.kind, ErrorKind::Field { field: "nodes", .. }),
+        "{e}"
+    );
     assert_eq!(e.query_tid, None, "not a query: no error reply");
     // The same response with one real entry.
     let node = NodeInfo {
@@ -98,8 +109,10 @@ fn bep5_get_peers() {
         msg(Body::Response(r)),
     );
     // Response with closest nodes: again "def456..." is refused.
-    let e = decode(b"d1:rd2:id20:abcdefghij01234567895:nodes9:def456...5:token8:aoeusnthe1:t2:aa1:y1:re")
-        .unwrap_err();
+    let e = decode(
+        b"d1:rd2:id20:abcdefghij01234567895:nodes9:def456...5:token8:aoeusnthe1:t2:aa1:y1:re",
+    )
+    .unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Field { field: "nodes", .. }));
 }
 
@@ -117,7 +130,9 @@ fn bep5_announce_peer() {
     );
     both_ways(
         b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re",
-        msg(Body::Response(Response::id_only(id(b"mnopqrstuvwxyz123456")))),
+        msg(Body::Response(Response::id_only(id(
+            b"mnopqrstuvwxyz123456",
+        )))),
     );
 }
 
@@ -147,7 +162,10 @@ fn extensions_v_ro_ip_want_nodes6() {
     };
     let wire = m.encode();
     let text = String::from_utf8_lossy(&wire);
-    assert!(text.contains("2:roi1e") && text.contains("4:wantl2:n42:n6e"), "{text}");
+    assert!(
+        text.contains("2:roi1e") && text.contains("4:wantl2:n42:n6e"),
+        "{text}"
+    );
     assert_eq!(decode(&wire).unwrap(), m);
     // nodes6 and mixed IPv4/IPv6 values (BEP 32).
     let mut r = Response::id_only(id(b"abcdefghij0123456789"));
@@ -162,7 +180,13 @@ fn extensions_v_ro_ip_want_nodes6() {
     let q = b"d1:ad2:id20:abcdefghij01234567896:target20:mnopqrstuvwxyz1234564:wantl2:n52:n4ee1:q9:find_node1:t2:aa1:y1:qe";
     match decode(q).unwrap().body {
         Body::Query(Query::FindNode { want, .. }) => {
-            assert_eq!(want, Some(Want { n4: true, n6: false }))
+            assert_eq!(
+                want,
+                Some(Want {
+                    n4: true,
+                    n6: false
+                })
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -212,14 +236,22 @@ fn strict_fields() {
     ];
     for (p, unknown) in bad_queries {
         let e = decode(p).unwrap_err();
-        assert_eq!(e.query_tid.as_deref(), Some(&b"aa"[..]), "{}", String::from_utf8_lossy(p));
+        assert_eq!(
+            e.query_tid.as_deref(),
+            Some(&b"aa"[..]),
+            "{}",
+            String::from_utf8_lossy(p)
+        );
         assert_eq!(e.kind == ErrorKind::UnknownMethod, *unknown);
     }
     // Port 0 is fine with implied_port.
     assert!(decode(b"d1:ad2:id20:abcdefghij012345678912:implied_porti1e9:info_hash20:mnopqrstuvwxyz1234564:porti0e5:token1:xe1:q13:announce_peer1:t2:aa1:y1:qe").is_ok());
     // Over the size limit: refused unread.
     let big = vec![b'x'; MAX_PACKET_LEN + 1];
-    assert_eq!(decode(&big).unwrap_err().kind, ErrorKind::TooLarge(MAX_PACKET_LEN + 1));
+    assert_eq!(
+        decode(&big).unwrap_err().kind,
+        ErrorKind::TooLarge(MAX_PACKET_LEN + 1)
+    );
     // Unknown keys are ignored.
     assert!(decode(b"d1:rd2:id20:mnopqrstuvwxyz1234565:extrai1ee1:t2:aa1:y1:r3:zzzi0ee").is_ok());
 }
@@ -284,15 +316,22 @@ fn arb_body() -> impl Strategy<Value = Body> {
                 want
             }
         )),
-        (arb_id(), any::<[u8; 20]>(), 1..=u16::MAX, any::<bool>(), arb_bytes(64)).prop_map(
-            |(id, h, port, implied_port, token)| Body::Query(Query::AnnouncePeer {
-                id,
-                info_hash: InfoHash(h),
-                port,
-                implied_port,
-                token
-            })
-        ),
+        (
+            arb_id(),
+            any::<[u8; 20]>(),
+            1..=u16::MAX,
+            any::<bool>(),
+            arb_bytes(64)
+        )
+            .prop_map(|(id, h, port, implied_port, token)| Body::Query(
+                Query::AnnouncePeer {
+                    id,
+                    info_hash: InfoHash(h),
+                    port,
+                    implied_port,
+                    token
+                }
+            )),
         (
             arb_id(),
             proptest::collection::vec(node, 0..10),
@@ -300,13 +339,15 @@ fn arb_body() -> impl Strategy<Value = Body> {
             proptest::collection::vec(arb_addr(), 0..20),
             proptest::option::of(arb_bytes(64)),
         )
-            .prop_map(|(id, nodes, nodes6, values, token)| Body::Response(Response {
-                id,
-                nodes,
-                nodes6,
-                values,
-                token
-            })),
+            .prop_map(
+                |(id, nodes, nodes6, values, token)| Body::Response(Response {
+                    id,
+                    nodes,
+                    nodes6,
+                    values,
+                    token
+                })
+            ),
         (any::<i64>(), proptest::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(code, message)| Body::Error(KrpcError { code, message })),
     ]

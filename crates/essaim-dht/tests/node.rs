@@ -88,14 +88,21 @@ fn answers_ping_and_adds_the_querier_after_it_answers_our_ping() {
         .find(|(a, m)| *a == from && matches!(m.body, Body::Query(Query::Ping { .. })))
         .expect("ping back");
     assert_eq!(dht.table().len(), 0);
-    dht.handle_packet(from, &respond(&ping.tid, Response::id_only(remote_id(1))), t0);
+    dht.handle_packet(
+        from,
+        &respond(&ping.tid, Response::id_only(remote_id(1))),
+        t0,
+    );
     assert_eq!(dht.routing_table(), vec![(remote_id(1), from)]);
     // A response from another address with the same transaction id is ignored.
     let out = {
         dht.handle_packet(from, &encode(b"p2", Query::Ping { id: remote_id(1) }), t0);
         drain(&mut dht)
     };
-    assert!(out.iter().all(|(_, m)| !matches!(m.body, Body::Query(_))), "known: no ping");
+    assert!(
+        out.iter().all(|(_, m)| !matches!(m.body, Body::Query(_))),
+        "known: no ping"
+    );
 }
 
 #[test]
@@ -113,7 +120,18 @@ fn find_node_returns_the_closest() {
     assert!(dht.table().len() >= 8);
     let from = addr("9.9.9.9:9");
     let target = remote_id(3);
-    dht.handle_packet(from, &encode(b"f", Query::FindNode { id: remote_id(200), target, want: None }), t0);
+    dht.handle_packet(
+        from,
+        &encode(
+            b"f",
+            Query::FindNode {
+                id: remote_id(200),
+                target,
+                want: None,
+            },
+        ),
+        t0,
+    );
     let out = drain(&mut dht);
     let r = response(replies_to(&out, from)[0]);
     assert_eq!(r.nodes.len(), 8);
@@ -131,14 +149,32 @@ fn announce_needs_a_token_for_the_same_ip() {
     let h = InfoHash([7; 20]);
     let a = addr("1.1.1.1:1111");
     let b = addr("2.2.2.2:2222");
-    let get = |id| encode(b"g", Query::GetPeers { id, info_hash: h, want: None });
+    let get = |id| {
+        encode(
+            b"g",
+            Query::GetPeers {
+                id,
+                info_hash: h,
+                want: None,
+            },
+        )
+    };
     dht.handle_packet(a, &get(remote_id(1)), t0);
     let out = drain(&mut dht);
-    let token = response(replies_to(&out, a)[0]).token.clone().expect("token");
+    let token = response(replies_to(&out, a)[0])
+        .token
+        .clone()
+        .expect("token");
     let announce = |token: &[u8], port, implied_port| {
         encode(
             b"a",
-            Query::AnnouncePeer { id: remote_id(1), info_hash: h, port, implied_port, token: token.to_vec() },
+            Query::AnnouncePeer {
+                id: remote_id(1),
+                info_hash: h,
+                port,
+                implied_port,
+                token: token.to_vec(),
+            },
         )
     };
     // B presents A's token: refused with 203. So does a forged token.
@@ -146,7 +182,10 @@ fn announce_needs_a_token_for_the_same_ip() {
     dht.handle_packet(a, &announce(b"forged!!", 5000, false), t0);
     let out = drain(&mut dht);
     for m in replies_to(&out, b).into_iter().chain(replies_to(&out, a)) {
-        assert!(matches!(&m.body, Body::Error(e) if e.code == error_code::PROTOCOL), "{m:?}");
+        assert!(
+            matches!(&m.body, Body::Error(e) if e.code == error_code::PROTOCOL),
+            "{m:?}"
+        );
     }
     assert_eq!(dht.stats().announces_refused, 2);
     // A with its own token: stored; implied_port takes the source port.
@@ -180,16 +219,27 @@ fn replies_are_rate_limited_per_ip() {
     for ms in 0..10_000u64 {
         let now = t0 + Duration::from_millis(ms);
         let tid = (ms as u32).to_be_bytes();
-        dht.handle_packet(flooder, &encode(&tid, Query::Ping { id: remote_id(6) }), now);
+        dht.handle_packet(
+            flooder,
+            &encode(&tid, Query::Ping { id: remote_id(6) }),
+            now,
+        );
         replies += replies_to(&drain(&mut dht), flooder).len();
     }
     let cfg = DhtConfig::default();
     let cap = (cfg.reply_burst_per_ip + 10 * cfg.replies_per_ip) as usize;
-    assert!(replies <= cap && replies >= cap - 2, "{replies} replies, cap {cap}");
+    assert!(
+        replies <= cap && replies >= cap - 2,
+        "{replies} replies, cap {cap}"
+    );
     assert_eq!(dht.stats().replies_limited as usize, 10_000 - replies);
     // Someone else is still served.
     let other = addr("7.7.7.7:777");
-    dht.handle_packet(other, &encode(b"x", Query::Ping { id: remote_id(7) }), t0 + Duration::from_secs(10));
+    dht.handle_packet(
+        other,
+        &encode(b"x", Query::Ping { id: remote_id(7) }),
+        t0 + Duration::from_secs(10),
+    );
     assert_eq!(replies_to(&drain(&mut dht), other).len(), 1);
 }
 
@@ -201,20 +251,49 @@ fn replies_stay_within_four_times_the_query() {
     // 100 peers announce themselves.
     for i in 0..100u32 {
         let a = SocketAddr::from((std::net::Ipv4Addr::from(0x0b00_0000 + i), 6881));
-        dht.handle_packet(a, &encode(b"g", Query::GetPeers { id: remote_id(1), info_hash: h, want: None }), t0);
+        dht.handle_packet(
+            a,
+            &encode(
+                b"g",
+                Query::GetPeers {
+                    id: remote_id(1),
+                    info_hash: h,
+                    want: None,
+                },
+            ),
+            t0,
+        );
         let out = drain(&mut dht);
         let token = response(replies_to(&out, a)[0]).token.clone().unwrap();
-        let q = Query::AnnouncePeer { id: remote_id(1), info_hash: h, port: 6881, implied_port: false, token };
+        let q = Query::AnnouncePeer {
+            id: remote_id(1),
+            info_hash: h,
+            port: 6881,
+            implied_port: false,
+            token,
+        };
         dht.handle_packet(a, &encode(b"a", q), t0);
         drain(&mut dht);
     }
     assert_eq!(dht.peer_store().num_peers(), 100);
     let from = addr("12.0.0.1:1");
-    let query = encode(b"g", Query::GetPeers { id: remote_id(2), info_hash: h, want: None });
+    let query = encode(
+        b"g",
+        Query::GetPeers {
+            id: remote_id(2),
+            info_hash: h,
+            want: None,
+        },
+    );
     dht.handle_packet(from, &query, t0);
     let out: Vec<(SocketAddr, Vec<u8>)> = std::iter::from_fn(|| dht.poll_transmit()).collect();
     let reply = &out.iter().find(|(a, _)| *a == from).unwrap().1;
-    assert!(reply.len() <= 4 * query.len(), "{} > 4 × {}", reply.len(), query.len());
+    assert!(
+        reply.len() <= 4 * query.len(),
+        "{} > 4 × {}",
+        reply.len(),
+        query.len()
+    );
     let r = decode(reply).unwrap();
     let n = response(&r).values.len();
     assert!((20..100).contains(&n), "{n} values");
@@ -234,7 +313,11 @@ fn ignores_what_it_must() {
     // IPv6 to an IPv4 node.
     dht.handle_packet(addr("[2001:db8::1]:1"), &ping(remote_id(1)), t0);
     // Responses nobody asked for.
-    dht.handle_packet(addr("1.2.3.4:1"), &respond(b"zzzz", Response::id_only(remote_id(1))), t0);
+    dht.handle_packet(
+        addr("1.2.3.4:1"),
+        &respond(b"zzzz", Response::id_only(remote_id(1))),
+        t0,
+    );
     assert!(drain(&mut dht).is_empty());
     assert!(dht.table().is_empty());
     // A read-only querier (BEP 43) is answered but not pinged back.
@@ -251,12 +334,18 @@ fn ignores_what_it_must() {
     assert!(matches!(out[0].1.body, Body::Response(_)));
     // A read-only node answers nothing, and flags its queries.
     let mut ro_node = Dht::new(
-        DhtConfig { read_only: true, bootstrap: vec![addr("8.8.8.8:8")], ..DhtConfig::default() },
+        DhtConfig {
+            read_only: true,
+            bootstrap: vec![addr("8.8.8.8:8")],
+            ..DhtConfig::default()
+        },
         t0,
         2,
     );
     let out = drain(&mut ro_node);
-    assert!(out.iter().all(|(_, m)| m.read_only && matches!(m.body, Body::Query(_))));
+    assert!(out
+        .iter()
+        .all(|(_, m)| m.read_only && matches!(m.body, Body::Query(_))));
     ro_node.handle_packet(addr("3.3.3.3:3"), &ping(remote_id(3)), t0);
     assert!(drain(&mut ro_node).is_empty());
 }
@@ -267,7 +356,11 @@ fn bad_queries_get_203_and_unknown_methods_204() {
     let mut dht = node(t0);
     let from = addr("4.4.4.4:4");
     dht.handle_packet(from, b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe", t0);
-    dht.handle_packet(from, b"d1:ad2:id20:abcdefghij0123456789e1:q3:put1:t2:bb1:y1:qe", t0);
+    dht.handle_packet(
+        from,
+        b"d1:ad2:id20:abcdefghij0123456789e1:q3:put1:t2:bb1:y1:qe",
+        t0,
+    );
     dht.handle_packet(from, b"not bencode", t0);
     let out = drain(&mut dht);
     let codes: Vec<(Vec<u8>, i64)> = out
@@ -286,15 +379,28 @@ fn bad_queries_get_203_and_unknown_methods_204() {
 fn get_peers_lookup_and_announce() {
     let t0 = Instant::now();
     let router = addr("20.0.0.1:1");
-    let mut dht = Dht::new(DhtConfig { bootstrap: vec![router], ..DhtConfig::default() }, t0, 3);
+    let mut dht = Dht::new(
+        DhtConfig {
+            bootstrap: vec![router],
+            ..DhtConfig::default()
+        },
+        t0,
+        3,
+    );
     let h = InfoHash([0x10; 20]);
     let near = |b: u8| {
         let mut id = NodeId(h.0);
         id.0[19] ^= b;
         id
     };
-    let n1 = NodeInfo { id: near(1), addr: addr("20.0.0.2:2") };
-    let n2 = NodeInfo { id: near(2), addr: addr("20.0.0.3:3") };
+    let n1 = NodeInfo {
+        id: near(1),
+        addr: addr("20.0.0.2:2"),
+    };
+    let n2 = NodeInfo {
+        id: near(2),
+        addr: addr("20.0.0.3:3"),
+    };
     // Bootstrap: the router knows n1 and n2.
     let out = drain(&mut dht);
     assert_eq!(out.len(), 1);
@@ -324,7 +430,11 @@ fn get_peers_lookup_and_announce() {
     let mut tokens = 0u8;
     for (to, q) in &out {
         assert!(matches!(q.body, Body::Query(Query::GetPeers { info_hash, .. }) if info_hash == h));
-        let id = if *to == n1.addr { n1.id } else { remote_id(0x99) };
+        let id = if *to == n1.addr {
+            n1.id
+        } else {
+            remote_id(0x99)
+        };
         let mut r = Response::id_only(id);
         tokens += 1;
         r.token = Some(vec![tokens]);
@@ -334,9 +444,17 @@ fn get_peers_lookup_and_announce() {
         dht.handle_packet(*to, &respond(&q.tid, r), now);
     }
     let events: Vec<DhtEvent> = std::iter::from_fn(|| dht.poll_event()).collect();
-    assert!(events.contains(&DhtEvent::Peers { info_hash: h, peers: vec![addr("30.0.0.1:3000")] }), "{events:?}");
+    assert!(
+        events.contains(&DhtEvent::Peers {
+            info_hash: h,
+            peers: vec![addr("30.0.0.1:3000")]
+        }),
+        "{events:?}"
+    );
     let done = events.iter().find_map(|e| match e {
-        DhtEvent::LookupDone { stats, announced, .. } => Some((*stats, *announced)),
+        DhtEvent::LookupDone {
+            stats, announced, ..
+        } => Some((*stats, *announced)),
         _ => None,
     });
     let (stats, announced) = done.expect("lookup done");
@@ -346,7 +464,12 @@ fn get_peers_lookup_and_announce() {
     assert_eq!(announces.len(), 2);
     for (to, m) in announces {
         match m.body {
-            Body::Query(Query::AnnouncePeer { port, token, info_hash, .. }) => {
+            Body::Query(Query::AnnouncePeer {
+                port,
+                token,
+                info_hash,
+                ..
+            }) => {
                 assert_eq!((port, info_hash), (7777, h));
                 let expect = if to == n1.addr { 1 } else { 2 };
                 assert_eq!(token.len(), 1);
@@ -370,5 +493,8 @@ fn get_peers_lookup_and_announce() {
         }
     }
     let rerun = rerun.expect("search repeated");
-    assert!(rerun >= Duration::from_secs(15 * 60) && rerun <= Duration::from_secs(30 * 60 + 5), "{rerun:?}");
+    assert!(
+        rerun >= Duration::from_secs(15 * 60) && rerun <= Duration::from_secs(30 * 60 + 5),
+        "{rerun:?}"
+    );
 }
