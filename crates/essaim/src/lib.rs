@@ -5,6 +5,7 @@
 //! added with [`session::Session::add_torrent`].
 
 pub mod create;
+pub mod dht;
 pub mod lsd;
 pub mod metadata;
 pub mod peer;
