@@ -13,6 +13,7 @@
 //! | [`peer_store`] | the peers announced to us |
 //! | [`rate`] | token buckets against amplification |
 //! | [`node`] | the node: [`Dht`], its config and events |
+//! | `searches` | running lookups and searches, banning liars |
 //! | `server` | answering queries |
 //!
 //! Also implemented: BEP 32 (IPv6: `nodes6`, `want`, 18-byte values; one
@@ -27,6 +28,7 @@ pub mod node;
 pub mod peer_store;
 pub mod rate;
 pub mod routing;
+mod searches;
 mod server;
 pub mod token;
 

@@ -182,6 +182,9 @@ pub(crate) struct Pending {
     addr: SocketAddr,
     id: Option<NodeId>,
     purpose: Purpose,
+    /// When it was sent: a timer whose deadline does not match belongs to
+    /// an earlier query under the same transaction id.
+    sent: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -190,10 +193,10 @@ enum Stage {
     Hard,
 }
 
-struct Search {
-    announce: Option<u16>,
-    lookup: Option<u64>,
-    next_run: Option<Instant>,
+pub(crate) struct Search {
+    pub(crate) announce: Option<u16>,
+    pub(crate) lookup: Option<u64>,
+    pub(crate) next_run: Option<Instant>,
 }
 
 pub struct Dht {
@@ -204,24 +207,24 @@ pub struct Dht {
     pub(crate) store: PeerStore,
     pending: BTreeMap<u32, Pending>,
     timers: BinaryHeap<Reverse<(Instant, u32, Stage)>>,
-    lookups: BTreeMap<u64, Lookup>,
-    next_lookup: u64,
-    searches: BTreeMap<InfoHash, Search>,
-    bootstrap_lookup: Option<u64>,
-    bootstrapped: bool,
-    next_bootstrap: Instant,
+    pub(crate) lookups: BTreeMap<u64, Lookup>,
+    pub(crate) next_lookup: u64,
+    pub(crate) searches: BTreeMap<InfoHash, Search>,
+    pub(crate) bootstrap_lookup: Option<u64>,
+    pub(crate) bootstrapped: bool,
+    pub(crate) next_bootstrap: Instant,
     /// Unknown nodes that queried us and were pinged, to ping each once.
     pub(crate) pinged: BTreeMap<SocketAddr, Instant>,
-    query_limiter: TokenBucket,
+    pub(crate) query_limiter: TokenBucket,
     pub(crate) reply_limiter: ReplyLimiter,
-    throttled_until: Option<Instant>,
-    next_maintenance: Instant,
-    next_expiry: Instant,
-    ip_votes: BTreeMap<IpAddr, u32>,
+    pub(crate) throttled_until: Option<Instant>,
+    pub(crate) next_maintenance: Instant,
+    pub(crate) next_expiry: Instant,
+    pub(crate) ip_votes: BTreeMap<IpAddr, u32>,
     /// Liars (see [`crate::lookup`]) by host, with the end of their ban.
-    banned: BTreeMap<SocketAddr, Instant>,
+    pub(crate) banned: BTreeMap<SocketAddr, Instant>,
     pub(crate) out: VecDeque<(SocketAddr, Vec<u8>)>,
-    events: VecDeque<DhtEvent>,
+    pub(crate) events: VecDeque<DhtEvent>,
     pub(crate) rng: StdRng,
     pub(crate) stats: DhtStats,
 }
@@ -338,55 +341,6 @@ impl Dht {
         !special && (self.config.allow_local || !is_local(ip))
     }
 
-    /// One key per host, as for the routing table's one-node-per-host rule.
-    fn host_key(addr: &SocketAddr) -> SocketAddr {
-        if is_local(addr.ip()) {
-            *addr
-        } else {
-            SocketAddr::new(addr.ip(), 0)
-        }
-    }
-
-    pub(crate) fn is_banned(&self, addr: &SocketAddr, now: Instant) -> bool {
-        self.banned
-            .get(&Self::host_key(addr))
-            .is_some_and(|until| *until > now)
-    }
-
-    /// Bans a liar: out of the routing table, out of lookups, for [`BAN_FOR`].
-    fn ban(&mut self, addr: SocketAddr, now: Instant) {
-        if self.is_banned(&addr, now) {
-            return;
-        }
-        if self.banned.len() >= MAX_BANNED {
-            self.banned.retain(|_, until| *until > now);
-            if self.banned.len() >= MAX_BANNED {
-                return;
-            }
-        }
-        self.stats.banned += 1;
-        self.banned.insert(Self::host_key(&addr), now + BAN_FOR);
-        self.table.remove_host(&addr, now);
-    }
-
-    /// Hosts banned now.
-    pub fn banned(&self, now: Instant) -> Vec<SocketAddr> {
-        self.banned
-            .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(a, _)| *a)
-            .collect()
-    }
-
-    /// A lookup query failed: the lookup may find a liar in the referrer.
-    fn lookup_failed(&mut self, lid: u64, addr: &SocketAddr, now: Instant) {
-        let liar = self.lookups.get_mut(&lid).and_then(|l| l.failed(addr));
-        if let Some(liar) = liar {
-            self.ban(liar, now);
-        }
-        self.pump(lid, now);
-    }
-
     /// Pings an address (a PORT message, a known router): if it answers,
     /// it goes into the routing table.
     pub fn add_node(&mut self, addr: SocketAddr, now: Instant) {
@@ -399,188 +353,6 @@ impl Dht {
                 false,
                 now,
             );
-        }
-    }
-
-    /// Finds peers for `info_hash` (reported as [`DhtEvent::Peers`]), and
-    /// with `announce` tells the closest nodes that we are a peer on that
-    /// port. Repeated every 15 to 30 minutes until
-    /// [`Dht::stop_get_peers`]; calling it again while a lookup runs only
-    /// updates the port, otherwise it starts a new lookup now.
-    pub fn get_peers(&mut self, info_hash: InfoHash, announce: Option<u16>, now: Instant) {
-        if !self.searches.contains_key(&info_hash) && self.searches.len() >= MAX_SEARCHES {
-            return;
-        }
-        let search = self.searches.entry(info_hash).or_insert(Search {
-            announce,
-            lookup: None,
-            next_run: None,
-        });
-        search.announce = announce;
-        match search.lookup {
-            Some(lid) => {
-                if let Some(l) = self.lookups.get_mut(&lid) {
-                    l.kind = LookupKind::GetPeers {
-                        info_hash,
-                        announce,
-                    };
-                }
-            }
-            None => self.start_search(info_hash, now),
-        }
-    }
-
-    /// Forgets a search; its running lookup, if any, is dropped.
-    pub fn stop_get_peers(&mut self, info_hash: &InfoHash) {
-        if let Some(s) = self.searches.remove(info_hash) {
-            if let Some(lid) = s.lookup {
-                self.lookups.remove(&lid);
-            }
-        }
-    }
-
-    fn start_search(&mut self, info_hash: InfoHash, now: Instant) {
-        let Some(search) = self.searches.get_mut(&info_hash) else {
-            return;
-        };
-        if self.lookups.len() >= MAX_LOOKUPS {
-            search.next_run = Some(now + MAINTENANCE_EVERY);
-            return;
-        }
-        let kind = LookupKind::GetPeers {
-            info_hash,
-            announce: search.announce,
-        };
-        search.next_run = None;
-        let lid = self.start_lookup(NodeId::from(info_hash), kind, now);
-        if let Some(s) = self.searches.get_mut(&info_hash) {
-            s.lookup = Some(lid);
-        }
-        self.pump(lid, now);
-    }
-
-    fn start_bootstrap(&mut self, now: Instant) {
-        let lid = self.start_lookup(self.id, LookupKind::Bootstrap, now);
-        self.bootstrap_lookup = Some(lid);
-        self.next_bootstrap = now + RETRY_EMPTY;
-        self.pump(lid, now);
-    }
-
-    /// Seeds: the [`SEEDS`] closest nodes of the table (only the [`K`]
-    /// closest are asked unless some fail), and for a bootstrap or while
-    /// the table is short of [`K`], the saved nodes and the bootstrap
-    /// addresses.
-    fn start_lookup(&mut self, target: NodeId, kind: LookupKind, now: Instant) -> u64 {
-        let mut seeds: Vec<(Option<NodeId>, SocketAddr)> = self
-            .table
-            .closest(&target, SEEDS, now, |_| true)
-            .into_iter()
-            .map(|n| (Some(n.id), n.addr))
-            .collect();
-        if seeds.len() < K || kind == LookupKind::Bootstrap {
-            let saved = self.config.nodes.iter().map(|(id, a)| (Some(*id), *a));
-            let boot = self.config.bootstrap.iter().map(|a| (None, *a));
-            seeds.extend(
-                saved
-                    .chain(boot)
-                    .filter(|(id, a)| self.addr_ok(a) && *id != Some(self.id)),
-            );
-        }
-        let lid = self.next_lookup;
-        self.next_lookup += 1;
-        self.lookups
-            .insert(lid, Lookup::new(target, kind, seeds, now));
-        lid
-    }
-
-    /// Sends the lookup's next queries; finishes it when it is done.
-    fn pump(&mut self, lid: u64, now: Instant) {
-        loop {
-            let Some(l) = self.lookups.get(&lid) else {
-                return;
-            };
-            if l.is_done() {
-                self.finish(lid, now);
-                return;
-            }
-            let Some((id, addr)) = l.next() else {
-                return;
-            };
-            let query = match l.kind {
-                LookupKind::GetPeers { info_hash, .. } => Query::GetPeers {
-                    id: self.id,
-                    info_hash,
-                    want: None,
-                },
-                _ => Query::FindNode {
-                    id: self.id,
-                    target: l.target,
-                    want: None,
-                },
-            };
-            if !self.send_query(addr, id, query, Purpose::Lookup(lid), false, now) {
-                return;
-            }
-            if let Some(l) = self.lookups.get_mut(&lid) {
-                l.sent(&addr);
-            }
-        }
-    }
-
-    fn finish(&mut self, lid: u64, now: Instant) {
-        let Some(l) = self.lookups.remove(&lid) else {
-            return;
-        };
-        let stats = l.stats(now);
-        match l.kind {
-            LookupKind::Bootstrap => {
-                self.bootstrap_lookup = None;
-                if !self.bootstrapped && stats.responses > 0 && !self.table.is_empty() {
-                    self.bootstrapped = true;
-                    // Fill the far buckets too, one lookup per tick.
-                    self.table.refresh_sparse();
-                    self.events.push_back(DhtEvent::Bootstrapped {
-                        nodes: self.table.len(),
-                    });
-                }
-            }
-            LookupKind::Refresh => {}
-            LookupKind::GetPeers {
-                info_hash,
-                announce,
-            } => {
-                let mut announced = 0;
-                if let Some(port) = announce {
-                    for (id, addr, token) in l.closest_with_tokens(K) {
-                        let q = Query::AnnouncePeer {
-                            id: self.id,
-                            info_hash,
-                            port,
-                            implied_port: false,
-                            token,
-                        };
-                        if self.send_query(addr, Some(id), q, Purpose::Announce, true, now) {
-                            announced += 1;
-                        }
-                    }
-                }
-                self.events.push_back(DhtEvent::LookupDone {
-                    info_hash,
-                    stats,
-                    announced,
-                });
-                let delay = if stats.responses == 0 {
-                    RETRY_EMPTY
-                } else {
-                    self.rng.gen_range(RESEARCH_MIN..=RESEARCH_MAX)
-                };
-                if let Some(s) = self.searches.get_mut(&info_hash) {
-                    if s.lookup == Some(lid) {
-                        s.lookup = None;
-                        s.next_run = Some(now + delay);
-                    }
-                }
-            }
         }
     }
 
@@ -615,7 +387,15 @@ impl Dht {
             body: Body::Query(query),
         };
         self.out.push_back((addr, msg.encode()));
-        self.pending.insert(tid, Pending { addr, id, purpose });
+        self.pending.insert(
+            tid,
+            Pending {
+                addr,
+                id,
+                purpose,
+                sent: now,
+            },
+        );
         if matches!(purpose, Purpose::Lookup(_)) {
             self.timers
                 .push(Reverse((now + self.config.slow_after, tid, Stage::Slow)));
@@ -759,9 +539,13 @@ impl Dht {
                     if let Some(&Pending {
                         addr,
                         purpose: Purpose::Lookup(lid),
+                        sent,
                         ..
                     }) = self.pending.get(&tid)
                     {
+                        if sent + self.config.slow_after != at {
+                            continue;
+                        }
                         if let Some(l) = self.lookups.get_mut(&lid) {
                             l.slow(&addr);
                         }
@@ -769,7 +553,11 @@ impl Dht {
                     }
                 }
                 Stage::Hard => {
-                    if let Some(p) = self.pending.remove(&tid) {
+                    let mine = self
+                        .pending
+                        .get(&tid)
+                        .is_some_and(|p| p.sent + self.config.query_timeout == at);
+                    if let Some(p) = mine.then(|| self.pending.remove(&tid)).flatten() {
                         self.stats.timeouts += 1;
                         self.query_failed(p, now);
                     }

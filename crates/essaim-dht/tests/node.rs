@@ -498,3 +498,91 @@ fn get_peers_lookup_and_announce() {
         "{rerun:?}"
     );
 }
+
+/// An IPv6 node (BEP 32) answers with `nodes6`, and by `want` with both
+/// lists; IPv4 traffic is not for it.
+#[test]
+fn ipv6_node_answers_with_nodes6() {
+    let t0 = Instant::now();
+    let mut dht = Dht::new(
+        DhtConfig {
+            ipv6: true,
+            ..DhtConfig::default()
+        },
+        t0,
+        4,
+    );
+    for i in 1..=3u16 {
+        let a = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 6881));
+        dht.add_node(a, t0);
+        let out = drain(&mut dht);
+        dht.handle_packet(
+            a,
+            &respond(&out[0].1.tid, Response::id_only(remote_id(i as u8))),
+            t0,
+        );
+    }
+    assert_eq!(dht.table().len(), 3);
+    let from = addr("[2001:db8::99]:1");
+    let q = |want| {
+        encode(
+            b"f",
+            Query::FindNode {
+                id: remote_id(50),
+                target: remote_id(1),
+                want,
+            },
+        )
+    };
+    dht.handle_packet(from, &q(None), t0);
+    let out = drain(&mut dht);
+    let r = response(replies_to(&out, from)[0]);
+    assert_eq!((r.nodes.len(), r.nodes6.len()), (0, 3));
+    dht.handle_packet(
+        from,
+        &q(Some(essaim_dht::krpc::Want {
+            n4: true,
+            n6: false,
+        })),
+        t0,
+    );
+    let out = drain(&mut dht);
+    let r = response(replies_to(&out, from)[0]);
+    assert_eq!(
+        (r.nodes.len(), r.nodes6.len()),
+        (0, 0),
+        "no IPv4 nodes in an IPv6 table"
+    );
+    dht.handle_packet(addr("1.2.3.4:5"), &q(None), t0);
+    assert!(drain(&mut dht).is_empty());
+}
+
+/// With a known external IP the id follows BEP 42; the `ip` field of
+/// responses is counted toward our external address.
+#[test]
+fn bep42_id_and_external_ip_votes() {
+    let t0 = Instant::now();
+    let ip: std::net::IpAddr = "124.31.75.21".parse().unwrap();
+    let mut dht = Dht::new(
+        DhtConfig {
+            external_ip: Some(ip),
+            ..DhtConfig::default()
+        },
+        t0,
+        5,
+    );
+    assert!(dht.id().is_bep42_valid(ip));
+    assert_eq!(dht.external_ip(), None);
+    let a = addr("9.9.9.9:9");
+    dht.add_node(a, t0);
+    let out = drain(&mut dht);
+    let reply = Message {
+        tid: out[0].1.tid.clone(),
+        version: None,
+        read_only: false,
+        ip: Some(addr("124.31.75.21:6881")),
+        body: Body::Response(Response::id_only(remote_id(9))),
+    };
+    dht.handle_packet(a, &reply.encode(), t0);
+    assert_eq!(dht.external_ip(), Some(ip));
+}

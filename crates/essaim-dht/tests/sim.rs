@@ -297,7 +297,7 @@ fn liars_are_contained() {
     assert!(spoofed > 100 && refused > spoofed);
     // Liars are caught when they lie: bucket refreshes run lookups through
     // the table, and a node whose referrals all fail is banned and dropped.
-    sim.run_for(secs(20 * 60));
+    sim.run_for(secs(16 * 60));
     let (later, max) = liar_share(&sim, &honest, &liar_ips);
     let bans: Vec<u64> = honest
         .iter()
@@ -316,7 +316,7 @@ fn liars_are_contained() {
     let banned_total: u64 = bans.iter().sum();
     let wrongly = banned_total as usize - banned_liars;
     eprintln!(
-        "20 minutes later: liars hold {later}% of a table (median; max {max}%); {banned_total} bans, \
+        "16 minutes later: liars hold {later}% of a table (median; max {max}%); {banned_total} bans, \
          {banned_liars} of liars ({:.1} per node), {wrongly} of honest nodes",
         banned_liars as f64 / honest.len() as f64
     );

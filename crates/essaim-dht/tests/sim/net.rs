@@ -388,13 +388,13 @@ impl Liar {
 
     fn flood(&mut self, now: Instant) {
         self.next_flood = now + Duration::from_secs(1);
-        for _ in 0..10 {
+        for _ in 0..5 {
             let v = self.victims[self.rng.gen_range(0..self.victims.len())];
             let sybil = NodeId::random(&mut self.rng);
             let id = *self.shown.entry(v).or_insert(sybil);
             self.query(v, Query::Ping { id });
         }
-        for _ in 0..3 {
+        for _ in 0..2 {
             let v = self.victims[self.rng.gen_range(0..self.victims.len())];
             let info_hash = InfoHash(self.rng.gen());
             self.query(
