@@ -35,7 +35,7 @@ async fn wait_for(what: &str, max: Duration, mut f: impl FnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn loopback_nodes_find_an_announced_peer() {
+async fn dht_loopback_nodes_find_an_announced_peer() {
     let a = node(Vec::new()).await;
     let boot = vec![a.local_addr().unwrap()];
     let mut others = Vec::new();
@@ -72,7 +72,7 @@ async fn loopback_nodes_find_an_announced_peer() {
 }
 
 #[tokio::test]
-async fn a_restart_needs_no_bootstrap() {
+async fn dht_restart_needs_no_bootstrap() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("dht.dat");
     let a = node(Vec::new()).await;
@@ -119,7 +119,7 @@ async fn a_restart_needs_no_bootstrap() {
 }
 
 #[tokio::test]
-async fn hostile_state_file_is_ignored() {
+async fn dht_hostile_state_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("dht.dat");
     std::fs::write(&state, b"not bencode at all").unwrap();
