@@ -24,6 +24,9 @@
 //! - no `CheckPiece` for a piece we have or one already being checked;
 //! - requests only for blocks as we cut them, of pieces we lack and the
 //!   peer has, and only while it unchokes us or for its allowed fast pieces;
+//!   never a block twice at one peer, never more outstanding than its
+//!   `reqq` (the driver tracks what is outstanding from what it delivers:
+//!   pieces, rejects, a choke without the fast extension, our cancels);
 //! - fast-extension messages only to peers with the fast bit, extended
 //!   messages only to peers with the extension bit and only with ids the
 //!   peer asked for; our ut_pex and ut_metadata messages decode, ut_pex
@@ -40,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use essaim_core::{Bitfield, InfoHash, Layout, BLOCK_SIZE};
+use essaim_proto::peer_state::MAX_REQUEST_DEPTH;
 use essaim_proto::pex::MAX_PER_MESSAGE;
 use essaim_proto::swarm::{Output, PeerKey, Swarm, SwarmConfig};
 use essaim_wire::extension::{ExtendedHandshake, MetadataMessage};
@@ -102,6 +106,8 @@ struct Conn {
     /// Its extension ids (BEP 10 `m`) for ut_metadata and ut_pex.
     metadata_id: Option<u8>,
     pex_id: Option<u8>,
+    /// Its `reqq` (BEP 10), as the swarm clamps it.
+    reqq: u32,
     /// What we told the peer.
     am_choking: bool,
 }
@@ -122,12 +128,29 @@ impl Conn {
             }
             Message::HaveAll if self.fast => self.peer_has.fill(true),
             Message::HaveNone if self.fast => self.peer_has.fill(false),
-            Message::Choke => self.peer_choking = true,
+            Message::Choke => {
+                self.peer_choking = true;
+                // BEP 3: a choke discards our requests (BEP 6: they are
+                // rejected one by one instead).
+                if !self.fast {
+                    self.requested.clear();
+                }
+            }
+            Message::Reject(r) if self.fast => self.requested.retain(|x| x != r),
+            Message::Piece { piece, begin, data } => {
+                let r = BlockRequest {
+                    piece: *piece,
+                    begin: *begin,
+                    length: data.len() as u32,
+                };
+                self.requested.retain(|x| *x != r);
+            }
             Message::Unchoke => self.peer_choking = false,
             Message::Extended { id: 0, payload } if self.extensions => {
                 if let Ok(hs) = ExtendedHandshake::decode(payload) {
                     self.metadata_id = hs.extension_id("ut_metadata");
                     self.pex_id = hs.extension_id("ut_pex");
+                    self.reqq = hs.reqq.unwrap_or(250).clamp(1, MAX_REQUEST_DEPTH);
                 }
             }
             Message::AllowedFast { piece }
@@ -143,6 +166,25 @@ impl Conn {
     }
 }
 
+#[derive(Debug, Default)]
+struct Trace {
+    requests: u32,
+    haves: u32,
+    cancels: u32,
+    unchokes: u32,
+    extended: u32,
+    serves: u32,
+    checks: u32,
+    verified: u32,
+    disconnects: u32,
+    discovered: usize,
+}
+
+fn tracing() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SWARM_FUZZ_TRACE").is_some())
+}
+
 struct Driver {
     swarm: Swarm,
     layout: Layout,
@@ -153,6 +195,8 @@ struct Driver {
     serves: VecDeque<(PeerKey, BlockRequest)>,
     checks: Vec<(u32, Vec<u8>)>,
     completed: u32,
+    /// What happened, for `SWARM_FUZZ_TRACE` (to see how deep inputs go).
+    trace: Trace,
     now: Instant,
 }
 
@@ -185,6 +229,7 @@ impl Driver {
             allowed_fast: Vec::new(),
             metadata_id: None,
             pex_id: None,
+            reqq: 250,
             am_choking: true,
         });
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, slot as u8 + 1));
@@ -257,6 +302,14 @@ impl Driver {
     fn output(&mut self, o: Output) {
         match o {
             Output::Send { peer, msg } => {
+                match &msg {
+                    Message::Request(_) => self.trace.requests += 1,
+                    Message::Have { .. } => self.trace.haves += 1,
+                    Message::Cancel(_) => self.trace.cancels += 1,
+                    Message::Unchoke => self.trace.unchokes += 1,
+                    Message::Extended { id, .. } if *id != 0 => self.trace.extended += 1,
+                    _ => {}
+                }
                 match &msg {
                     Message::Request(r) => {
                         assert!(
@@ -340,7 +393,19 @@ impl Driver {
                 match msg {
                     Message::Choke => c.am_choking = true,
                     Message::Unchoke => c.am_choking = false,
-                    Message::Request(r) => c.requested.push(r),
+                    Message::Request(r) => {
+                        assert!(
+                            !c.requested.contains(&r),
+                            "{r:?} requested twice from one peer"
+                        );
+                        c.requested.push(r);
+                        assert!(
+                            c.requested.len() as u32 <= c.reqq,
+                            "{} requests outstanding, the peer's reqq is {}",
+                            c.requested.len(),
+                            c.reqq
+                        );
+                    }
                     Message::Cancel(r) => {
                         if let Some(i) = c.requested.iter().position(|x| *x == r) {
                             c.requested.swap_remove(i);
@@ -350,6 +415,7 @@ impl Driver {
                 }
             }
             Output::Serve { peer, req } => {
+                self.trace.serves += 1;
                 assert!(
                     self.have[req.piece as usize] && self.swarm.have().get(req.piece),
                     "serve of piece {} we lack",
@@ -367,6 +433,7 @@ impl Driver {
                 self.serves.push_back((peer, req));
             }
             Output::CheckPiece { piece, data } => {
+                self.trace.checks += 1;
                 assert!(
                     !self.have[piece as usize] && !self.swarm.have().get(piece),
                     "check of piece {piece} we have"
@@ -383,11 +450,13 @@ impl Driver {
                 self.checks.push((piece, data));
             }
             Output::Disconnect { peer, .. } => {
+                self.trace.disconnects += 1;
                 if let Some(slot) = self.slot_of(peer) {
                     self.disconnect(slot);
                 }
             }
             Output::PieceVerified(p) => {
+                self.trace.verified += 1;
                 assert!(self.have[p as usize], "verified piece {p} not checked ok");
                 assert!(self.swarm.have().get(p));
             }
@@ -397,6 +466,7 @@ impl Driver {
                 assert!(self.swarm.is_complete());
             }
             Output::PeersDiscovered(addrs) => {
+                self.trace.discovered += addrs.len();
                 // Our peers are on 10.0.0.x: no loopback address may come
                 // through, and one port per IP.
                 let mut ips = std::collections::BTreeSet::new();
@@ -579,6 +649,7 @@ fuzz_target!(|data: &[u8]| {
         serves: VecDeque::new(),
         checks: Vec::new(),
         completed: 0,
+        trace: Trace::default(),
         now,
     };
     let skip = input.byte_or0();
@@ -667,5 +738,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         d.drain();
+    }
+    if tracing() {
+        eprintln!(
+            "TRACE completed={} super_seed={} {:?}",
+            d.completed,
+            seed & 0x80 != 0,
+            d.trace
+        );
     }
 });
