@@ -195,6 +195,8 @@ struct Driver {
     serves: VecDeque<(PeerKey, BlockRequest)>,
     checks: Vec<(u32, Vec<u8>)>,
     completed: u32,
+    /// We run a DHT node (`port` messages go out, peers' ones come in).
+    dht: bool,
     /// What happened, for `SWARM_FUZZ_TRACE` (to see how deep inputs go).
     trace: Trace,
     now: Instant,
@@ -239,6 +241,7 @@ impl Driver {
             self.swarm
                 .handle_peer_address(key, SocketAddr::new(ip, 6881 + slot as u16));
         }
+        self.swarm.handle_peer_dht(key);
     }
 
     fn disconnect(&mut self, slot: usize) {
@@ -309,6 +312,9 @@ impl Driver {
                     Message::Unchoke => self.trace.unchokes += 1,
                     Message::Extended { id, .. } if *id != 0 => self.trace.extended += 1,
                     _ => {}
+                }
+                if let Message::Port(port) = &msg {
+                    assert!(self.dht && *port == 6881, "port message without a DHT");
                 }
                 match &msg {
                     Message::Request(r) => {
@@ -464,6 +470,12 @@ impl Driver {
                 self.completed += 1;
                 assert_eq!(self.completed, 1, "Completed twice");
                 assert!(self.swarm.is_complete());
+            }
+            Output::DhtNode(addr) => {
+                // Only with a DHT of ours, never port 0, a peer's own IP.
+                assert!(self.dht, "DHT node reported without a DHT");
+                assert!(addr.port() != 0);
+                assert!(!addr.ip().is_loopback(), "loopback address from a remote peer");
             }
             Output::PeersDiscovered(addrs) => {
                 self.trace.discovered += addrs.len();
@@ -636,8 +648,10 @@ fuzz_target!(|data: &[u8]| {
         partial_budget: if small_budget { 1 } else { 64 << 20 },
         seed: u64::from(seed),
         super_seed: seed & 0x80 != 0,
+        dht_port: (seed & 0x40 != 0).then_some(6881),
         ..SwarmConfig::default()
     };
+    let dht = config.dht_port.is_some();
     let now = Instant::now();
     let mut d = Driver {
         have: (0..n).map(|p| have.get(p)).collect(),
@@ -649,6 +663,7 @@ fuzz_target!(|data: &[u8]| {
         serves: VecDeque::new(),
         checks: Vec::new(),
         completed: 0,
+        dht,
         trace: Trace::default(),
         now,
     };

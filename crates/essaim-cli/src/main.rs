@@ -120,6 +120,19 @@ struct NetArgs {
     /// No local service discovery (BEP 14 multicast on the LAN).
     #[arg(long)]
     no_lsd: bool,
+    /// No Mainline DHT (BEP 5).
+    #[arg(long)]
+    no_dht: bool,
+    /// A DHT node to bootstrap from (HOST:PORT); repeatable. Default: the
+    /// public routers (router.bittorrent.com:6881 and others), except with
+    /// a loopback --listen-ip, where there is none.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
+    /// Where the DHT keeps its node id and routing table between runs.
+    /// Default: $XDG_STATE_HOME/essaim/dht.dat (~/.local/state/...), not
+    /// used with a loopback --listen-ip.
+    #[arg(long, value_name = "FILE")]
+    dht_state: Option<PathBuf>,
     /// Upload cap in bytes per second (e.g. 1MiB).
     #[arg(long)]
     upload_limit: Option<String>,
@@ -416,9 +429,31 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
             .map(|s| parse_size(s).map_err(anyhow::Error::msg))
             .transpose()
     };
+    for b in &net.dht_bootstrap {
+        // HOST:PORT with a port, names resolved later.
+        let port_ok = b
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !port_ok {
+            bail!("--dht-bootstrap {b:?}: expected HOST:PORT");
+        }
+    }
+    let dht_state = net.dht_state.clone().or_else(|| {
+        if net.listen_ip.is_loopback() {
+            return None;
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+        Some(base.join("essaim").join("dht.dat"))
+    });
     Ok(SessionConfig {
         listen_ip: net.listen_ip,
         lsd: !net.no_lsd,
+        dht: !net.no_dht,
+        dht_bootstrap: (!net.dht_bootstrap.is_empty()).then(|| net.dht_bootstrap.clone()),
+        dht_state,
         port: net.port,
         upload_limit: limit(&net.upload_limit)?,
         download_limit: limit(&net.download_limit)?,
@@ -444,8 +479,12 @@ async fn transfer(
     let metainfo = match source {
         Source::Torrent(m) => m,
         Source::Magnet(magnet) => {
-            if magnet.trackers.is_empty() && magnet.peers.is_empty() && peers.is_empty() {
-                bail!("this magnet link names no tracker (tr=) and no peer (x.pe=); give --peer (the DHT comes later)");
+            if magnet.trackers.is_empty()
+                && magnet.peers.is_empty()
+                && peers.is_empty()
+                && net.no_dht
+            {
+                bail!("this magnet link names no tracker (tr=) and no peer (x.pe=), and the DHT is off (--no-dht): give --peer");
             }
             if !net.quiet {
                 match &magnet.display_name {
@@ -453,8 +492,8 @@ async fn transfer(
                     None => println!("fetching metadata for {}", magnet.info_hash),
                 }
             }
-            let meta = session
-                .fetch_magnet(&magnet, peers.clone(), METADATA_TIMEOUT)
+            let (meta, times) = session
+                .fetch_magnet_timed(&magnet, peers.clone(), METADATA_TIMEOUT)
                 .await?;
             select = magnet.select_only.clone();
             peers.extend(
@@ -472,6 +511,14 @@ async fn transfer(
                 meta.info.files.len(),
                 saved.display()
             );
+            if let Some((after, source)) = times.first_peer {
+                println!(
+                    "first peer after {:.3} s (from {}), metadata after {:.3} s",
+                    after.as_secs_f64(),
+                    source,
+                    times.metadata.as_secs_f64()
+                );
+            }
             meta
         }
     };

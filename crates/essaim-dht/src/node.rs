@@ -356,6 +356,21 @@ impl Dht {
         }
     }
 
+    /// More bootstrap addresses (router names resolved after start, say).
+    /// If the table is short of [`K`] nodes and no bootstrap runs, one
+    /// starts now from them; searches waiting for nodes retry.
+    pub fn add_bootstrap(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
+        const MAX_BOOTSTRAP: usize = 64;
+        for a in addrs {
+            if self.config.bootstrap.len() < MAX_BOOTSTRAP && !self.config.bootstrap.contains(&a) {
+                self.config.bootstrap.push(a);
+            }
+        }
+        if self.table.len() < K && self.bootstrap_lookup.is_none() {
+            self.start_bootstrap(now);
+        }
+    }
+
     /// Sends a query if the budget allows (`force`: even over it).
     pub(crate) fn send_query(
         &mut self,

@@ -59,6 +59,8 @@ pub struct PeerState {
     pub ip: Option<std::net::IpAddr>,
     /// We dialled it (its address is reachable).
     pub dialled: bool,
+    /// It sent its DHT port (BEP 5); later ones are ignored.
+    pub dht_port_seen: bool,
 }
 
 impl PeerState {
@@ -87,6 +89,7 @@ impl PeerState {
             last_interest: now,
             ip: None,
             dialled: false,
+            dht_port_seen: false,
         }
     }
 

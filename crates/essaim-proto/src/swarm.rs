@@ -66,6 +66,9 @@ pub struct SwarmConfig {
     pub super_seed: bool,
     /// Peer exchange (BEP 11); off for private torrents (BEP 27).
     pub pex: bool,
+    /// Our DHT node's UDP port, sent in a `port` message (BEP 5) to peers
+    /// whose handshake has the DHT bit; `None`: no DHT.
+    pub dht_port: Option<u16>,
 }
 
 impl Default for SwarmConfig {
@@ -78,6 +81,7 @@ impl Default for SwarmConfig {
             seed: 0,
             super_seed: true,
             pex: true,
+            dht_port: None,
         }
     }
 }
@@ -118,6 +122,9 @@ pub enum Output {
     Completed,
     /// Peers learnt through peer exchange (BEP 11), already filtered.
     PeersDiscovered(Vec<std::net::SocketAddr>),
+    /// A peer's DHT node (its IP, the port of its `port` message, BEP 5):
+    /// worth a ping. At most one per connection.
+    DhtNode(std::net::SocketAddr),
 }
 
 /// Counters for the user interface and trackers.
@@ -312,6 +319,15 @@ impl Swarm {
 
     fn disconnect(&mut self, peer: PeerKey, reason: DisconnectReason) {
         self.out.push_back(Output::Disconnect { peer, reason });
+    }
+
+    /// The peer's handshake has the DHT bit (BEP 5): if we run a DHT
+    /// node, tell it our port. Call right after
+    /// [`Swarm::handle_peer_connected`], so the bitfield goes first.
+    pub fn handle_peer_dht(&mut self, peer: PeerKey) {
+        if let (Some(port), true) = (self.config.dht_port, self.peers.contains_key(&peer)) {
+            self.send(peer, Message::Port(port));
+        }
     }
 
     /// A connection finished its handshake. `fast` and `extensions` are the
@@ -601,7 +617,18 @@ impl Swarm {
             }
         };
         match msg {
-            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
+            Message::KeepAlive | Message::Unknown { .. } => {}
+            Message::Port(port) => {
+                // BEP 5: the peer runs a DHT node there. One per
+                // connection, so a flood of them is no flood of pings.
+                if !p.dht_port_seen && port != 0 && self.config.dht_port.is_some() {
+                    p.dht_port_seen = true;
+                    if let Some(ip) = p.ip {
+                        self.out
+                            .push_back(Output::DhtNode(std::net::SocketAddr::new(ip, port)));
+                    }
+                }
+            }
             Message::Choke => {
                 p.peer_choking = true;
                 if !fast {

@@ -1019,3 +1019,67 @@ proptest! {
         }
     }
 }
+
+/// BEP 5 `port`: with a DHT, we send ours after the bitfield to peers whose
+/// handshake has the DHT bit, and report a peer's DHT node once per
+/// connection (port 0 ignored); without a DHT, neither.
+#[test]
+fn dht_port_messages() {
+    use essaim_core::{Bitfield, InfoHash, Layout};
+    use essaim_proto::swarm::{Output, Swarm};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Instant;
+
+    let layout = Layout::new(PIECE.into(), &[4 * u64::from(PIECE)]).unwrap();
+    let mut have = Bitfield::new(4);
+    have.set(1);
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+    for dht_port in [Some(7000), None] {
+        let config = SwarmConfig {
+            dht_port,
+            ..SwarmConfig::default()
+        };
+        let mut swarm = Swarm::new(
+            InfoHash([3; 20]),
+            layout.clone(),
+            have.clone(),
+            None,
+            config,
+        );
+        let now = Instant::now();
+        swarm.handle_peer_connected(1, false, false, Some(ip), now);
+        swarm.handle_peer_dht(1);
+        let mut sent = Vec::new();
+        while let Some(o) = swarm.poll_output() {
+            if let Output::Send { peer: 1, msg } = o {
+                sent.push(msg);
+            }
+        }
+        assert!(
+            matches!(sent.first(), Some(Message::Bitfield(_))),
+            "{sent:?}"
+        );
+        let ports: Vec<_> = sent
+            .iter()
+            .filter(|m| matches!(m, Message::Port(_)))
+            .collect();
+        match dht_port {
+            Some(p) => assert_eq!(ports, vec![&Message::Port(p)]),
+            None => assert!(ports.is_empty(), "{sent:?}"),
+        }
+        for port in [0, 6000, 6001, 6000] {
+            swarm.handle_message(1, Message::Port(port), now);
+        }
+        let mut nodes = Vec::new();
+        while let Some(o) = swarm.poll_output() {
+            assert!(!matches!(o, Output::Disconnect { .. }), "{o:?}");
+            if let Output::DhtNode(a) = o {
+                nodes.push(a);
+            }
+        }
+        match dht_port {
+            Some(_) => assert_eq!(nodes, vec![SocketAddr::new(ip, 6000)]),
+            None => assert!(nodes.is_empty()),
+        }
+    }
+}

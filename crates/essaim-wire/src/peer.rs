@@ -89,6 +89,17 @@ impl Handshake {
         }
     }
 
+    /// Sets (or clears) the BEP 5 DHT bit, `reserved[7] & 0x01`: we run a
+    /// DHT node and will send a `port` message.
+    pub fn with_dht(mut self, dht: bool) -> Self {
+        if dht {
+            self.reserved[7] |= 0x01;
+        } else {
+            self.reserved[7] &= !0x01;
+        }
+        self
+    }
+
     pub fn encode(&self) -> [u8; 68] {
         let mut out = [0u8; 68];
         out[..20].copy_from_slice(HEADER);
@@ -496,6 +507,9 @@ mod tests {
         let mut dht = hs;
         dht.reserved = [0, 0, 0, 0, 0, 0, 0, 0x01];
         assert!(dht.supports_dht() && !dht.supports_fast() && !dht.supports_extensions());
+        let ours = Handshake::new(hs.info_hash, hs.peer_id).with_dht(true);
+        assert!(ours.supports_dht() && ours.supports_fast() && ours.supports_extensions());
+        assert!(!ours.with_dht(false).supports_dht());
         // Trailing bytes (the first message) are ignored.
         let mut longer = bytes.to_vec();
         longer.extend_from_slice(&[0, 0, 0, 0]);

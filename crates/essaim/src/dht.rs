@@ -9,11 +9,14 @@
 //! the peers of every lookup arrive (the node repeats the search, and the
 //! announce, every 15 to 30 minutes); dropping the receiver ends the search.
 //!
-//! The routing table is saved on shutdown to `state_path` (a bencoded list
-//! of compact node infos, 26 bytes each for IPv4, 38 for IPv6) and read at
-//! start, so a restart needs no bootstrap. The file is written to a
-//! temporary name and renamed, and read with a size limit; entries that do
-//! not parse are skipped.
+//! The node id and routing table are saved on shutdown (and every
+//! [`SAVE_EVERY`], so that a kill loses little) to `state_path`: a bencoded
+//! dictionary `{"id": 20 bytes, "nodes": [compact node info, ...]}` (26
+//! bytes per IPv4 node, 38 per IPv6). They are read at start, so a restart
+//! keeps its id (other nodes' tables stay right) and needs no bootstrap. The
+//! file is written to a temporary name and renamed, and read with a size
+//! limit; entries that do not parse are skipped, and a file that does not
+//! parse at all is ignored.
 
 use std::collections::HashMap;
 use std::io;
@@ -40,6 +43,8 @@ const MAX_SAVED_NODES: usize = 2000;
 /// Batches of peers buffered per `get_peers` receiver; more are dropped
 /// while the receiver does not read.
 const PEER_BATCHES: usize = 64;
+/// The state file is also written this often while the node runs.
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 enum Command {
     GetPeers {
@@ -48,16 +53,18 @@ enum Command {
         tx: mpsc::Sender<Vec<SocketAddr>>,
     },
     AddNode(SocketAddr),
+    AddBootstrap(Vec<SocketAddr>),
     Shutdown(oneshot::Sender<io::Result<()>>),
 }
 
-/// A running DHT node. Dropping every handle stops it (and saves its
-/// table); [`DhtHandle::shutdown`] does the same and waits.
+/// A running DHT node, shared by a session's torrents (`Arc<DhtHandle>`).
+/// Dropping it stops the node (and saves its table);
+/// [`DhtHandle::shutdown`] does the same and waits.
 pub struct DhtHandle {
     commands: mpsc::Sender<Command>,
     table_len: Arc<AtomicUsize>,
     local_addr: Option<SocketAddr>,
-    task: JoinHandle<()>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DhtHandle {
@@ -72,7 +79,7 @@ impl DhtHandle {
             commands,
             table_len,
             local_addr,
-            task,
+            task: std::sync::Mutex::new(Some(task)),
         }
     }
 
@@ -102,6 +109,21 @@ impl DhtHandle {
         let _ = self.commands.try_send(Command::AddNode(addr));
     }
 
+    /// More bootstrap addresses (resolved late, say): the node bootstraps
+    /// from them if its table is short.
+    pub fn add_bootstrap(&self, addrs: Vec<SocketAddr>) {
+        let _ = self.commands.try_send(Command::AddBootstrap(addrs));
+    }
+
+    /// [`DhtHandle::add_bootstrap`] as a function that can outlive a
+    /// borrow of the handle (for a task resolving router names).
+    pub fn bootstrap_sender(&self) -> impl Fn(Vec<SocketAddr>) + Send + 'static {
+        let tx = self.commands.clone();
+        move |addrs| {
+            let _ = tx.try_send(Command::AddBootstrap(addrs));
+        }
+    }
+
     /// Nodes in the routing table.
     pub fn routing_table_len(&self) -> usize {
         self.table_len.load(Ordering::Relaxed)
@@ -113,14 +135,17 @@ impl DhtHandle {
     }
 
     /// Stops the node after saving its routing table to the state path.
-    pub async fn shutdown(self) -> io::Result<()> {
+    pub async fn shutdown(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         let result = if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
             rx.await.unwrap_or(Ok(()))
         } else {
             Ok(())
         };
-        let _ = self.task.await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         result
     }
 }
@@ -133,10 +158,23 @@ async fn run(
     table_len: Arc<AtomicUsize>,
 ) {
     if let Some(path) = &state_path {
-        match load_nodes(path).await {
-            Ok(nodes) => {
-                debug!(path = %path.display(), nodes = nodes.len(), "DHT nodes loaded");
-                config.nodes.extend(nodes);
+        match load_state(path).await {
+            Ok(state) => {
+                debug!(path = %path.display(), nodes = state.nodes.len(), "DHT state loaded");
+                // Only nodes this socket can reach: a state file written
+                // by a node on the internet is not used on 127.0.0.1.
+                let family_ok = |a: &SocketAddr| {
+                    local_addr_of(&socket).is_none_or(|l| {
+                        a.is_ipv6() == l.is_ipv6()
+                            && (!l.ip().is_loopback() || a.ip().is_loopback())
+                    })
+                };
+                config
+                    .nodes
+                    .extend(state.nodes.into_iter().filter(|(_, a)| family_ok(a)));
+                if config.id.is_none() {
+                    config.id = state.id;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => debug!(path = %path.display(), "cannot read DHT state: {e}"),
@@ -147,6 +185,7 @@ async fn run(
     // Larger than any packet the node accepts, so an oversized one is seen
     // whole and refused rather than cut.
     let mut buf = vec![0u8; 4096];
+    let mut next_save = tokio::time::Instant::now() + SAVE_EVERY;
     loop {
         drain(&mut dht, &socket, &mut subscribers).await;
         table_len.store(dht.table().len(), Ordering::Relaxed);
@@ -169,6 +208,7 @@ async fn run(
                     dht.get_peers(info_hash, announce, Instant::now());
                 }
                 Some(Command::AddNode(addr)) => dht.add_node(addr, Instant::now()),
+                Some(Command::AddBootstrap(addrs)) => dht.add_bootstrap(addrs, Instant::now()),
                 Some(Command::Shutdown(reply)) => {
                     let _ = reply.send(save(&dht, state_path.as_deref()).await);
                     return;
@@ -181,6 +221,12 @@ async fn run(
                 }
             },
             _ = tokio::time::sleep_until(deadline) => dht.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(next_save), if state_path.is_some() => {
+                next_save = tokio::time::Instant::now() + SAVE_EVERY;
+                if let Err(e) = save(&dht, state_path.as_deref()).await {
+                    debug!("cannot save DHT state: {e}");
+                }
+            }
         }
     }
 }
@@ -238,24 +284,52 @@ fn forget_if_unwanted(
     }
 }
 
-/// Encodes nodes as the state file holds them.
-pub fn encode_state(nodes: &[(NodeId, SocketAddr)]) -> Vec<u8> {
-    let list = nodes
+/// What the state file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DhtState {
+    pub id: Option<NodeId>,
+    pub nodes: Vec<(NodeId, SocketAddr)>,
+}
+
+fn local_addr_of(socket: &UdpSocket) -> Option<SocketAddr> {
+    socket.local_addr().ok()
+}
+
+/// Encodes a node id and nodes as the state file holds them.
+pub fn encode_state(state: &DhtState) -> Vec<u8> {
+    let list = state
+        .nodes
         .iter()
         .map(|&(id, addr)| {
             let n = NodeInfo { id, addr };
             OwnedValue::Bytes(encode_nodes(&[n], addr.is_ipv6()))
         })
         .collect::<Vec<_>>();
-    OwnedValue::List(list).encode()
+    let mut dict = std::collections::BTreeMap::new();
+    if let Some(id) = state.id {
+        dict.insert(b"id".to_vec(), OwnedValue::Bytes(id.0.to_vec()));
+    }
+    dict.insert(b"nodes".to_vec(), OwnedValue::List(list));
+    OwnedValue::Dict(dict).encode()
 }
 
-/// Reads a state file's nodes; entries that are not 26 or 38 bytes are
-/// skipped.
-pub fn decode_state(bytes: &[u8]) -> Option<Vec<(NodeId, SocketAddr)>> {
+/// Reads a state file: `None` if it is not a bencoded dictionary (or the
+/// bare list of nodes older versions wrote); node entries that are not 26
+/// or 38 bytes are skipped, an id that is not 20 bytes is ignored.
+pub fn decode_state(bytes: &[u8]) -> Option<DhtState> {
     let value = bencode::decode(bytes).ok()?;
-    let nodes = value
-        .as_list()?
+    let (id, list) = match value.as_list() {
+        Some(list) => (None, list),
+        None => {
+            let id = value
+                .get(b"id")
+                .and_then(|v| v.as_bytes())
+                .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                .map(NodeId);
+            (id, value.get(b"nodes")?.as_list()?)
+        }
+    };
+    let nodes = list
         .iter()
         .filter_map(|v| {
             let b = v.as_bytes()?;
@@ -264,10 +338,10 @@ pub fn decode_state(bytes: &[u8]) -> Option<Vec<(NodeId, SocketAddr)>> {
         })
         .take(MAX_SAVED_NODES)
         .collect();
-    Some(nodes)
+    Some(DhtState { id, nodes })
 }
 
-async fn load_nodes(path: &Path) -> io::Result<Vec<(NodeId, SocketAddr)>> {
+async fn load_state(path: &Path) -> io::Result<DhtState> {
     let meta = tokio::fs::metadata(path).await?;
     if meta.len() > MAX_STATE_FILE {
         return Err(io::Error::new(
@@ -277,20 +351,29 @@ async fn load_nodes(path: &Path) -> io::Result<Vec<(NodeId, SocketAddr)>> {
     }
     let bytes = tokio::fs::read(path).await?;
     decode_state(&bytes)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a bencoded list"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a DHT state file"))
 }
 
 async fn save(dht: &Dht, path: Option<&Path>) -> io::Result<()> {
     let Some(path) = path else {
         return Ok(());
     };
-    let bytes = encode_state(&dht.routing_table());
+    let state = DhtState {
+        id: Some(dht.id()),
+        nodes: dht.routing_table(),
+    };
+    let bytes = encode_state(&state);
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     tokio::fs::write(&tmp, &bytes).await?;
     tokio::fs::rename(&tmp, path).await?;
-    debug!(path = %path.display(), nodes = dht.routing_table().len(), "DHT nodes saved");
+    debug!(path = %path.display(), nodes = state.nodes.len(), "DHT state saved");
     Ok(())
 }
 
@@ -304,13 +387,35 @@ mod tests {
             (NodeId([1; 20]), "1.2.3.4:6881".parse().unwrap()),
             (NodeId([2; 20]), "[2001:db8::1]:6882".parse().unwrap()),
         ];
-        let bytes = encode_state(&nodes);
-        assert_eq!(decode_state(&bytes).unwrap(), nodes);
+        let state = DhtState {
+            id: Some(NodeId([9; 20])),
+            nodes: nodes.clone(),
+        };
+        let bytes = encode_state(&state);
+        assert_eq!(decode_state(&bytes).unwrap(), state);
         assert!(decode_state(b"garbage").is_none());
         assert!(decode_state(b"d1:ai1ee").is_none());
-        // Bad entries are skipped.
-        let mut mixed = b"l3:abci5e".to_vec();
-        mixed.extend_from_slice(&encode_state(&nodes[..1])[1..]);
-        assert_eq!(decode_state(&mixed).unwrap(), nodes[..1].to_vec());
+        // A bad id is ignored, bad entries are skipped.
+        let odd = b"d2:id3:abc5:nodesl3:abci5eee";
+        assert_eq!(decode_state(odd).unwrap(), DhtState::default());
+        // The bare list of older versions still reads.
+        let mut list = b"l3:abci5e".to_vec();
+        let one = encode_nodes(
+            &[NodeInfo {
+                id: nodes[0].0,
+                addr: nodes[0].1,
+            }],
+            false,
+        );
+        list.extend_from_slice(format!("{}:", one.len()).as_bytes());
+        list.extend_from_slice(&one);
+        list.push(b'e');
+        assert_eq!(
+            decode_state(&list).unwrap(),
+            DhtState {
+                id: None,
+                nodes: nodes[..1].to_vec()
+            }
+        );
     }
 }

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use essaim_core::{InfoHash, PeerId};
 use essaim_proto::metadata::{MetadataFetch, REQUEST_TIMEOUT};
 use essaim_wire::extension::{self, ExtendedHandshake, MetadataMessage};
-use essaim_wire::peer::{Message, MessageDecoder};
+use essaim_wire::peer::{Handshake, Message, MessageDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -111,7 +111,7 @@ async fn fetch_from(
     machine: &Mutex<MetadataFetch>,
     done: &watch::Sender<Option<Bytes>>,
 ) -> Result<(), String> {
-    let (mut stream, hs) = peer::connect(addr, info_hash, peer_id)
+    let (mut stream, hs) = peer::connect(addr, Handshake::new(info_hash, peer_id))
         .await
         .map_err(|e| e.to_string())?;
     if !hs.supports_extensions() {

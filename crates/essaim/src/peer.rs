@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use essaim_core::{InfoHash, PeerId};
 use essaim_proto::swarm::PeerKey;
 use essaim_wire::peer::{BlockRequest, Handshake, Message, MessageDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -130,20 +129,15 @@ pub async fn read_handshake(stream: &mut TcpStream) -> std::io::Result<Handshake
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
-/// Dials a peer, exchanges handshakes and checks the infohash and that the
-/// peer is not ourselves.
-pub async fn connect(
-    addr: SocketAddr,
-    info_hash: InfoHash,
-    peer_id: PeerId,
-) -> std::io::Result<(TcpStream, Handshake)> {
+/// Dials a peer, sends `ours`, and checks that the peer's handshake names
+/// the same infohash and that the peer is not ourselves.
+pub async fn connect(addr: SocketAddr, ours: Handshake) -> std::io::Result<(TcpStream, Handshake)> {
+    let (info_hash, peer_id) = (ours.info_hash, ours.peer_id);
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    stream
-        .write_all(&Handshake::new(info_hash, peer_id).encode())
-        .await?;
+    stream.write_all(&ours.encode()).await?;
     let theirs = read_handshake(&mut stream).await?;
     if theirs.info_hash != info_hash {
         return Err(std::io::Error::new(

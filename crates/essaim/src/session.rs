@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::dht::{DhtConfig, DhtHandle};
 use crate::peer;
 use crate::peer_list::PeerSource;
 use crate::rate_limit::Limiter;
@@ -52,7 +53,24 @@ pub struct SessionConfig {
     pub lsd: bool,
     /// The group's UDP port (BEP 14: 6771; tests use their own).
     pub lsd_port: u16,
+    /// The Mainline DHT (BEP 5): a full node on the listening port (UDP).
+    pub dht: bool,
+    /// DHT bootstrap nodes, `HOST:PORT` (names resolved in the
+    /// background). `None`: the public routers ([`DHT_ROUTERS`]), except
+    /// when `listen_ip` is loopback, where there is no default: a node on
+    /// 127.0.0.1 never talks to the internet.
+    pub dht_bootstrap: Option<Vec<String>>,
+    /// Where the DHT keeps its node id and routing table between runs.
+    pub dht_state: Option<PathBuf>,
 }
+
+/// The well-known public DHT routers, the default bootstrap.
+pub const DHT_ROUTERS: &[&str] = &[
+    "router.bittorrent.com:6881",
+    "router.utorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+];
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -69,6 +87,9 @@ impl Default for SessionConfig {
             idle_timeout: peer::IDLE_TIMEOUT,
             lsd: true,
             lsd_port: essaim_wire::lsd::PORT,
+            dht: true,
+            dht_bootstrap: None,
+            dht_state: None,
         }
     }
 }
@@ -116,6 +137,7 @@ struct Inner {
     connections: Arc<crate::torrent::ConnectionCount>,
     upload_limit: Option<Arc<Limiter>>,
     download_limit: Option<Arc<Limiter>>,
+    dht: Option<Arc<DhtHandle>>,
 }
 
 pub struct Session {
@@ -197,6 +219,11 @@ impl Session {
             .peer_id
             .unwrap_or_else(|| PeerId::generate(rand::random()));
         let (shutdown, _) = watch::channel(false);
+        let dht = if config.dht {
+            start_dht(&config, local_addr).await.map(Arc::new)
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             peer_id,
             port: local_addr.port(),
@@ -206,6 +233,7 @@ impl Session {
             connections: Arc::new(crate::torrent::ConnectionCount::new(config.max_peers_total)),
             upload_limit: config.upload_limit.map(|r| Arc::new(Limiter::new(r))),
             download_limit: config.download_limit.map(|r| Arc::new(Limiter::new(r))),
+            dht,
             config,
         });
         let listener = tokio::spawn(accept_loop(listener, inner.clone()));
@@ -242,6 +270,10 @@ impl Session {
     }
     pub fn peer_id(&self) -> PeerId {
         self.inner.peer_id
+    }
+    /// The DHT node, if the session runs one.
+    pub fn dht(&self) -> Option<&Arc<DhtHandle>> {
+        self.inner.dht.as_ref()
     }
 
     /// Adds a torrent: its data is checked, then it downloads and seeds.
@@ -302,6 +334,7 @@ impl Session {
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),
             idle_timeout: self.inner.config.idle_timeout,
+            dht: self.inner.dht.clone(),
         };
         let inner = self.inner.clone();
         let shutdown = self.inner.shutdown.subscribe();
@@ -330,26 +363,65 @@ impl Session {
     }
 
     /// Fetches a magnet link's info dictionary from its peers (`x.pe`,
-    /// `peers`) and trackers (`tr`), checked against the infohash (BEP 9).
+    /// `peers`), its trackers (`tr`) and the DHT, checked against the
+    /// infohash (BEP 9).
     pub async fn fetch_magnet(
         &self,
         magnet: &Magnet,
         peers: Vec<SocketAddr>,
         timeout: std::time::Duration,
     ) -> Result<Metainfo, SessionError> {
+        self.fetch_magnet_timed(magnet, peers, timeout)
+            .await
+            .map(|(meta, _)| meta)
+    }
+
+    /// [`Session::fetch_magnet`], with how long it took to hear of a first
+    /// peer and to get the metadata.
+    pub async fn fetch_magnet_timed(
+        &self,
+        magnet: &Magnet,
+        peers: Vec<SocketAddr>,
+        timeout: std::time::Duration,
+    ) -> Result<(Metainfo, MagnetTimes), SessionError> {
+        let start = tokio::time::Instant::now();
         let mut all: Vec<SocketAddr> = magnet.peers.iter().filter_map(|p| p.parse().ok()).collect();
         all.extend(peers);
+        let first_peer = Arc::new(Mutex::new(
+            (!all.is_empty()).then_some((std::time::Duration::ZERO, PeerSource::Manual)),
+        ));
         let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        // Peers from every source go to the fetch through `tx`; each
+        // source's forwarder notes the first one.
         let (tx, rx) = mpsc::channel(16);
+        let (tracker_tx, tracker_rx) = mpsc::channel(16);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut helpers = Vec::new();
         let announcer = crate::torrent::start_magnet_announcer(
             magnet.info_hash,
             self.inner.peer_id,
             self.inner.port,
             &trackers,
-            tx,
+            tracker_tx,
             stop_rx,
         );
+        helpers.push(tokio::spawn(forward_peers(
+            tracker_rx,
+            tx.clone(),
+            PeerSource::Tracker,
+            start,
+            first_peer.clone(),
+        )));
+        if let Some(dht) = &self.inner.dht {
+            helpers.push(tokio::spawn(dht_search(
+                dht.clone(),
+                magnet.info_hash,
+                tx.clone(),
+                start,
+                first_peer.clone(),
+            )));
+        }
+        drop(tx);
         let res = crate::metadata::fetch_metadata(
             magnet.info_hash,
             self.inner.peer_id,
@@ -363,6 +435,9 @@ impl Session {
         if let Some(a) = announcer {
             a.abort();
         }
+        for h in helpers {
+            h.abort();
+        }
         let info = res.map_err(|e| SessionError::Metadata(e.to_string()))?;
         let mut meta = Metainfo::from_info_bytes(&info, trackers)
             .map_err(|e| SessionError::Metadata(e.to_string()))?;
@@ -372,10 +447,15 @@ impl Session {
             ));
         }
         meta.created_by = None;
-        Ok(meta)
+        let times = MagnetTimes {
+            first_peer: *first_peer.lock().unwrap_or_else(|e| e.into_inner()),
+            metadata: start.elapsed(),
+        };
+        Ok((meta, times))
     }
 
-    /// Stops every torrent (saving resume data, telling trackers) and the listener.
+    /// Stops every torrent (saving resume data, telling trackers), the
+    /// listener and the DHT (saving its state).
     pub async fn shutdown(self) {
         let _ = self.inner.shutdown.send(true);
         self.listener.abort();
@@ -391,7 +471,142 @@ impl Session {
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
         }
+        if let Some(dht) = &self.inner.dht {
+            let saved =
+                tokio::time::timeout(std::time::Duration::from_secs(5), dht.shutdown()).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!("cannot save the DHT state: {e}");
+            }
+        }
     }
+}
+
+/// How a magnet fetch went.
+#[derive(Debug, Clone, Copy)]
+pub struct MagnetTimes {
+    /// When the first peer was known (zero for `x.pe` and given peers),
+    /// and where it came from; `None` if peers came from nowhere.
+    pub first_peer: Option<(std::time::Duration, PeerSource)>,
+    /// When the metadata was complete and verified.
+    pub metadata: std::time::Duration,
+}
+
+type FirstPeer = Arc<Mutex<Option<(std::time::Duration, PeerSource)>>>;
+
+fn note_first(first: &FirstPeer, start: tokio::time::Instant, source: PeerSource) {
+    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        *f = Some((start.elapsed(), source));
+    }
+}
+
+/// Passes a source's peers on to a fetch.
+async fn forward_peers(
+    mut from: mpsc::Receiver<Vec<SocketAddr>>,
+    to: mpsc::Sender<Vec<SocketAddr>>,
+    source: PeerSource,
+    start: tokio::time::Instant,
+    first: FirstPeer,
+) {
+    while let Some(peers) = from.recv().await {
+        if peers.is_empty() {
+            continue;
+        }
+        note_first(&first, start, source);
+        if to.send(peers).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Searches the DHT for a magnet's peers (no announce: we have nothing
+/// yet), again and again while none come: after 5 s, 10 s, 20 s... up to
+/// a minute between searches.
+async fn dht_search(
+    dht: Arc<DhtHandle>,
+    info_hash: InfoHash,
+    to: mpsc::Sender<Vec<SocketAddr>>,
+    start: tokio::time::Instant,
+    first: FirstPeer,
+) {
+    let mut wait = std::time::Duration::from_secs(5);
+    loop {
+        let mut rx = dht.get_peers(info_hash, None).await;
+        let until = tokio::time::Instant::now() + wait;
+        while let Ok(Some(peers)) = tokio::time::timeout_at(until, rx.recv()).await {
+            if peers.is_empty() {
+                continue;
+            }
+            note_first(&first, start, PeerSource::Dht);
+            if to.send(peers).await.is_err() {
+                return;
+            }
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
+/// Starts the session's DHT node on the listening address (UDP, same port
+/// if free). `None` (with a warning) if no UDP socket can be had.
+async fn start_dht(config: &SessionConfig, listen: SocketAddr) -> Option<DhtHandle> {
+    let socket = match tokio::net::UdpSocket::bind(listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("DHT: cannot bind UDP {listen} ({e}); using another port");
+            match tokio::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("the DHT is off: cannot bind a UDP socket: {e}");
+                    return None;
+                }
+            }
+        }
+    };
+    let loopback = config.listen_ip.is_loopback();
+    let names: Vec<String> = match &config.dht_bootstrap {
+        Some(list) => list.clone(),
+        None if loopback => Vec::new(),
+        None => DHT_ROUTERS.iter().map(|s| s.to_string()).collect(),
+    };
+    // Addresses now; names in the background (DNS may be slow or absent).
+    let (literal, names): (Vec<_>, Vec<_>) = names
+        .into_iter()
+        .partition(|n| n.parse::<SocketAddr>().is_ok());
+    let bootstrap: Vec<SocketAddr> = literal.iter().filter_map(|n| n.parse().ok()).collect();
+    let local = |ip: IpAddr| essaim_dht::id::is_local(ip);
+    let mut dht_config = DhtConfig {
+        // Loopback and LAN nodes are used when we listen on such an
+        // address or were told to bootstrap from one.
+        allow_local: (!config.listen_ip.is_unspecified() && local(config.listen_ip))
+            || bootstrap.iter().any(|a| local(a.ip())),
+        ipv6: listen.is_ipv6(),
+        bootstrap,
+        ..DhtConfig::default()
+    };
+    if loopback {
+        // Every node here shares one address: a per-address reply budget
+        // would starve them.
+        dht_config.replies_per_ip = dht_config.replies_per_sec;
+        dht_config.reply_burst_per_ip = dht_config.replies_per_sec;
+    }
+    let handle = DhtHandle::spawn(socket, dht_config, config.dht_state.clone());
+    if !names.is_empty() {
+        let commands = handle.bootstrap_sender();
+        let v6 = listen.is_ipv6();
+        tokio::spawn(async move {
+            let mut found = Vec::new();
+            for name in names {
+                match tokio::net::lookup_host(name.as_str()).await {
+                    Ok(addrs) => found.extend(addrs.filter(|a| a.is_ipv6() == v6)),
+                    Err(e) => tracing::debug!("DHT bootstrap {name}: {e}"),
+                }
+            }
+            if !found.is_empty() {
+                commands(found);
+            }
+        });
+    }
+    Some(handle)
 }
 
 impl crate::lsd::Registry for Inner {
@@ -483,7 +698,8 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&hs.info_hash)
                     .cloned()?;
-                let ours = Handshake::new(hs.info_hash, inner.peer_id);
+                let ours =
+                    Handshake::new(hs.info_hash, inner.peer_id).with_dht(inner.dht.is_some());
                 stream.write_all(&ours.encode()).await.ok()?;
                 Some((tx, hs))
             };

@@ -28,6 +28,7 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::dht::DhtHandle;
 use crate::peer::{self, PeerEvent, WriterCmd, WriterTx};
 use crate::peer_list::{PeerList, PeerSource};
 use crate::rate_limit::Limiter;
@@ -37,6 +38,13 @@ use crate::tracker::{spawn_announcer, AnnounceStats, AnnouncerConfig};
 pub const RESUME_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials in progress at once per torrent.
 const MAX_DIALING: usize = 8;
+/// A leecher with fewer connected peers than this searches the DHT again,
+/// first after [`DHT_RESEARCH_FIRST`], then twice as long each time up to
+/// [`DHT_RESEARCH_MAX`] (the node itself repeats every search every 15 to
+/// 30 minutes, announcing).
+const DHT_WANT_PEERS: usize = 5;
+const DHT_RESEARCH_FIRST: Duration = Duration::from_secs(5);
+const DHT_RESEARCH_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// Where a torrent is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +120,8 @@ pub(crate) struct TorrentParams {
     pub upload_limit: Option<Arc<Limiter>>,
     pub download_limit: Option<Arc<Limiter>>,
     pub idle_timeout: Duration,
+    /// The session's DHT node, if it runs one.
+    pub dht: Option<Arc<DhtHandle>>,
 }
 
 /// The session's connection count against its cap.
@@ -265,6 +275,12 @@ struct Actor {
     history: HashMap<PeerId, (u64, u64)>,
     /// The swarm reported completion since the last loop turn.
     just_completed: bool,
+    /// The DHT node (`None` for private torrents, BEP 27), the peers of
+    /// our search, and when to search again if short of peers.
+    dht: Option<Arc<DhtHandle>>,
+    dht_peers: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    dht_next_search: Instant,
+    dht_wait: Duration,
 }
 
 impl Actor {
@@ -275,12 +291,15 @@ impl Actor {
         status_tx: watch::Sender<TorrentStatus>,
     ) -> Self {
         let meta = params.metainfo.clone();
+        // BEP 27: private torrents get peers from their tracker only.
+        let dht = params.dht.clone().filter(|_| !meta.info.private);
         let config = SwarmConfig {
             upload_slots: params.upload_slots,
             listen_port: Some(params.listen_port),
             seed: rand::random(),
             // BEP 27: private torrents get peers from their tracker only.
             pex: !meta.info.private,
+            dht_port: dht.as_ref().and_then(|d| d.local_addr()).map(|a| a.port()),
             ..SwarmConfig::default()
         };
         let mut swarm = Swarm::new(
@@ -341,6 +360,10 @@ impl Actor {
             idle_timeout: params.idle_timeout,
             history: HashMap::new(),
             just_completed: false,
+            dht,
+            dht_peers: None,
+            dht_next_search: Instant::now() + DHT_RESEARCH_FIRST,
+            dht_wait: DHT_RESEARCH_FIRST,
         }
     }
 
@@ -380,6 +403,13 @@ impl Actor {
             want_more.clone(),
             stop_rx,
         );
+        if let Some(dht) = &self.dht {
+            // Find peers, and announce us (BEP 5): the node repeats both.
+            self.dht_peers = Some(
+                dht.get_peers(self.meta.info_hash, Some(self.listen_port))
+                    .await,
+            );
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
@@ -401,6 +431,12 @@ impl Actor {
                 Some(addrs) = peers_rx.recv() => {
                     for a in addrs { self.peer_list.add(a, PeerSource::Tracker); }
                 }
+                found = recv_opt(&mut self.dht_peers) => match found {
+                    Some(addrs) => {
+                        for a in addrs { self.peer_list.add(a, PeerSource::Dht); }
+                    }
+                    None => self.dht_peers = None,
+                },
                 cmd = cmds.recv() => match cmd {
                     Some(TorrentCmd::Incoming(stream, addr, hs)) => self.on_connected(stream, addr, hs, PeerSource::Incoming),
                     Some(TorrentCmd::AddPeers(addrs, source)) => {
@@ -415,6 +451,7 @@ impl Actor {
                         self.swarm.handle_tick(now);
                     }
                     self.dial_more();
+                    self.maybe_search_dht(now).await;
                     // A leecher short of peers, or a seed with nobody to
                     // serve, asks the trackers again (never more often
                     // than their min interval).
@@ -519,6 +556,24 @@ impl Actor {
         }
     }
 
+    /// A leecher short of peers asks the DHT again (with backoff).
+    async fn maybe_search_dht(&mut self, now: Instant) {
+        let Some(dht) = &self.dht else { return };
+        if self.swarm.is_complete()
+            || self.conns.len() >= DHT_WANT_PEERS
+            || now < self.dht_next_search
+        {
+            return;
+        }
+        self.dht_wait = (self.dht_wait * 2).min(DHT_RESEARCH_MAX);
+        self.dht_next_search = now + self.dht_wait;
+        // A new receiver; the node starts a lookup unless one runs.
+        self.dht_peers = Some(
+            dht.get_peers(self.meta.info_hash, Some(self.listen_port))
+                .await,
+        );
+    }
+
     fn dial_more(&mut self) {
         let now = Instant::now();
         let seeding = self.swarm.is_complete();
@@ -528,10 +583,10 @@ impl Actor {
                 break;
             };
             self.dialing += 1;
-            let (tx, info_hash, peer_id) =
-                (self.dial_tx.clone(), self.meta.info_hash, self.peer_id);
+            let tx = self.dial_tx.clone();
+            let ours = self.handshake();
             tokio::spawn(async move {
-                let res = match peer::connect(addr, info_hash, peer_id).await {
+                let res = match peer::connect(addr, ours).await {
                     Ok((stream, hs)) => DialResult::Connected(addr, stream, hs),
                     Err(e) => DialResult::Failed(addr, e.to_string()),
                 };
@@ -612,15 +667,23 @@ impl Actor {
                 writer_task,
             },
         );
-        let ours = Handshake::new(self.meta.info_hash, self.peer_id);
+        let ours = self.handshake();
         let fast = hs.supports_fast() && ours.supports_fast();
         let ext = hs.supports_extensions() && ours.supports_extensions();
         tracing::debug!(%addr, key, "peer connected");
         self.swarm
             .handle_peer_connected(key, fast, ext, Some(addr.ip()), Instant::now());
+        if hs.supports_dht() {
+            self.swarm.handle_peer_dht(key);
+        }
         if source != PeerSource::Incoming {
             self.swarm.handle_peer_address(key, addr);
         }
+    }
+
+    /// Our handshake: the DHT bit when we run a node.
+    fn handshake(&self) -> Handshake {
+        Handshake::new(self.meta.info_hash, self.peer_id).with_dht(self.dht.is_some())
     }
 
     fn on_peer_event(&mut self, ev: PeerEvent) {
@@ -735,6 +798,11 @@ impl Actor {
                         self.peer_list.add(a, PeerSource::Pex);
                     }
                 }
+                Output::DhtNode(addr) => {
+                    if let Some(dht) = &self.dht {
+                        dht.add_node(addr);
+                    }
+                }
                 Output::Completed => {
                     tracing::info!(name = %self.meta.info.name, "download complete");
                     self.resume_dirty = true;
@@ -797,4 +865,12 @@ pub(crate) fn start_magnet_announcer(
         stats_tx.closed().await;
     });
     Some(handle)
+}
+
+/// Receives from an optional channel; pending forever without one.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -88,11 +88,24 @@ async fn dht_restart_needs_no_bootstrap() {
     .await;
     b.shutdown().await.unwrap();
     let saved = decode_state(&std::fs::read(&state).unwrap()).unwrap();
-    assert!(saved.len() >= 2, "{saved:?}");
-    assert!(saved.iter().any(|(_, addr)| Some(*addr) == a.local_addr()));
+    assert!(saved.nodes.len() >= 2, "{saved:?}");
+    assert!(saved
+        .nodes
+        .iter()
+        .any(|(_, addr)| Some(*addr) == a.local_addr()));
+    let id = saved.id.expect("the node id is saved");
     // Restarted with no bootstrap address, it reaches the saved nodes.
     let b2 = DhtHandle::spawn(socket().await, config(Vec::new()), Some(state.clone()));
     wait_for("b2's table", Duration::from_secs(10), || {
+        b2.routing_table_len() >= 2
+    })
+    .await;
+    // It kept its id: the state it saves again names the same one.
+    b2.shutdown().await.unwrap();
+    let again = decode_state(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(again.id, Some(id), "the node id survives a restart");
+    let b2 = DhtHandle::spawn(socket().await, config(Vec::new()), Some(state.clone()));
+    wait_for("b2's table again", Duration::from_secs(10), || {
         b2.routing_table_len() >= 2
     })
     .await;
@@ -136,6 +149,7 @@ async fn dht_hostile_state_file_is_ignored() {
     b.shutdown().await.unwrap();
     assert!(!decode_state(&std::fs::read(&state).unwrap())
         .unwrap()
+        .nodes
         .is_empty());
     a.shutdown().await.unwrap();
 }

@@ -601,7 +601,7 @@ impl Sim {
                 node.verified[idx] += 1;
                 assert_eq!(node.verified[idx], 1, "node {i}: piece {p} verified twice");
             }
-            Output::PeersDiscovered(_) => {}
+            Output::PeersDiscovered(_) | Output::DhtNode(_) => {}
             Output::Completed => {
                 let node = &mut self.nodes[i];
                 node.completed += 1;
