@@ -11,41 +11,8 @@
 mod common;
 
 use common::*;
-use tempfile::TempDir;
 
 const PIECE_SIZE: u32 = 64 * 1024;
-
-/// Fresh folders for one test: `src` holds `multi/...`, `out` receives it.
-struct Dirs {
-    tmp: TempDir,
-}
-
-impl Dirs {
-    fn new(with_empty_file: bool) -> (Dirs, Vec<(&'static str, usize)>) {
-        let tmp = tempfile::Builder::new()
-            .prefix("essaim-interop-")
-            .tempdir()
-            .expect("tempdir");
-        let files = test_files(with_empty_file);
-        write_random_files(&tmp.path().join("src"), &files);
-        (Dirs { tmp }, files)
-    }
-    fn path(&self, rel: &str) -> std::path::PathBuf {
-        self.tmp.path().join(rel)
-    }
-    fn src(&self) -> std::path::PathBuf {
-        self.path("src")
-    }
-    fn out(&self) -> std::path::PathBuf {
-        self.path("out")
-    }
-    fn content(&self) -> std::path::PathBuf {
-        self.path("src/multi")
-    }
-    fn torrent(&self) -> std::path::PathBuf {
-        self.path("multi.torrent")
-    }
-}
 
 // ---- Transmission 3 -------------------------------------------------------
 

@@ -261,12 +261,27 @@ pub fn lt_create(path: &Path, tracker: Option<&str>, piece_size: u32, out: &Path
 /// Starts a libtorrent seeder on 127.0.0.1:`port` and waits until it has
 /// checked the data and is seeding.
 pub fn lt_seed(torrent: &Path, data: &Path, port: u16, peers: &[SocketAddr]) -> Proc {
+    lt_seed_dht(torrent, data, port, peers, &[])
+}
+
+/// [`lt_seed`] with libtorrent's DHT on, bootstrapped from `dht` only (no
+/// DHT when empty).
+pub fn lt_seed_dht(
+    torrent: &Path,
+    data: &Path,
+    port: u16,
+    peers: &[SocketAddr],
+    dht: &[SocketAddr],
+) -> Proc {
     let mut cmd = lt_py("seed");
     cmd.arg(torrent)
         .arg(data)
         .args(["--port", &port.to_string()]);
     for peer in peers {
         cmd.args(["--peer", &peer.to_string()]);
+    }
+    for node in dht {
+        cmd.args(["--dht-bootstrap", &node.to_string()]);
     }
     let mut p = Proc::spawn("lt-seed", &mut cmd);
     p.wait_for_line("`ready`", DEADLINE, |l| l.trim() == "ready");
@@ -276,6 +291,19 @@ pub fn lt_seed(torrent: &Path, data: &Path, port: u16, peers: &[SocketAddr]) -> 
 /// Downloads with libtorrent into `out`, to a successful exit (lt.py exits 0
 /// only when every piece passed its hash check and the session is closed).
 pub fn lt_get(torrent: impl AsRef<std::ffi::OsStr>, out: &Path, port: u16, peers: &[SocketAddr]) {
+    lt_get_dht(torrent, out, port, peers, &[]).expect_success(DEADLINE);
+}
+
+/// Starts `lt.py get` with libtorrent's DHT bootstrapped from `dht` only
+/// (none when empty); the caller waits for it. It prints `first peer
+/// after S s` and, for a magnet, `metadata after S s`.
+pub fn lt_get_dht(
+    torrent: impl AsRef<std::ffi::OsStr>,
+    out: &Path,
+    port: u16,
+    peers: &[SocketAddr],
+    dht: &[SocketAddr],
+) -> Proc {
     let mut cmd = lt_py("get");
     cmd.arg(torrent)
         .arg(out)
@@ -284,7 +312,10 @@ pub fn lt_get(torrent: impl AsRef<std::ffi::OsStr>, out: &Path, port: u16, peers
     for peer in peers {
         cmd.args(["--peer", &peer.to_string()]);
     }
-    Proc::spawn("lt-get", &mut cmd).expect_success(DEADLINE);
+    for node in dht {
+        cmd.args(["--dht-bootstrap", &node.to_string()]);
+    }
+    Proc::spawn("lt-get", &mut cmd)
 }
 
 /// aria2 has no way to be told a peer: it learns peers from trackers only

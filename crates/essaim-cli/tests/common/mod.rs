@@ -573,3 +573,35 @@ pub fn downloaded_in(line: &str) -> u64 {
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the byte count in {line:?}"))
 }
+
+/// Fresh folders for one test: `src` holds `multi/...`, `out` receives it.
+pub struct Dirs {
+    tmp: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new(with_empty_file: bool) -> (Dirs, Vec<(&'static str, usize)>) {
+        let tmp = tempfile::Builder::new()
+            .prefix("essaim-interop-")
+            .tempdir()
+            .expect("tempdir");
+        let files = test_files(with_empty_file);
+        write_random_files(&tmp.path().join("src"), &files);
+        (Dirs { tmp }, files)
+    }
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.tmp.path().join(rel)
+    }
+    pub fn src(&self) -> std::path::PathBuf {
+        self.path("src")
+    }
+    pub fn out(&self) -> std::path::PathBuf {
+        self.path("out")
+    }
+    pub fn content(&self) -> std::path::PathBuf {
+        self.path("src/multi")
+    }
+    pub fn torrent(&self) -> std::path::PathBuf {
+        self.path("multi.torrent")
+    }
+}
