@@ -7,7 +7,8 @@
 //! finds the seeder through the DHT, fetches the metadata from it (BEP 9)
 //! and downloads. Each direction checks that the announce really reached
 //! the DHT (a bed node's lookup returns the seeder) and prints the times to
-//! the first peer and to the metadata (`DHT-TIMES ...` lines).
+//! the first peer and to the metadata (`DHT-TIMES ...` lines); essaim's
+//! node saves its id and routing table at exit.
 
 mod common;
 
@@ -16,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use essaim::dht::{DhtConfig, DhtHandle};
+use essaim::dht::{decode_state, DhtConfig, DhtHandle};
 use essaim_core::{InfoHash, Metainfo};
 
 /// Nodes of the test DHT besides the two clients.
@@ -150,7 +151,9 @@ fn libtorrent_seeds_via_dht_essaim_gets_bare_magnet() {
         "--no-lsd",
         "--no-seed",
         "--quiet",
+        "--dht-state",
     ]);
+    cmd.arg(d.path("dht.dat"));
     for b in bed.bootstrap().iter().rev() {
         cmd.args(["--dht-bootstrap", &b.to_string()]);
     }
@@ -168,6 +171,11 @@ fn libtorrent_seeds_via_dht_essaim_gets_bare_magnet() {
         "metadata not saved"
     );
     assert_same_files(&d.src(), &d.out(), &files, false);
+    // At exit the node saved its id and table, for the next run.
+    let state = decode_state(&std::fs::read(d.path("dht.dat")).expect("DHT state saved"))
+        .expect("a DHT state file");
+    assert!(state.id.is_some(), "node id saved");
+    assert!(state.nodes.len() >= 8, "routing table saved: {state:?}");
     eprintln!(
         "DHT-TIMES essaim-finds-libtorrent first_peer={:.3} metadata={:.3}",
         seconds_after(&line, "first peer after"),
