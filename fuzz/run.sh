@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (or those named) for SECONDS each, one after the
-# other, one process at a time. New inputs go to target/corpus/TARGET (kept
+# Runs every fuzz target (or those named) for SECONDS of CPU time each, one
+# after the other, one process at a time: the fuzzer's own user+sys time,
+# read from /proc, so a busy machine does not shorten a run (wall time is
+# capped at 4 x SECONDS). New inputs go to target/corpus/TARGET (kept
 # between runs, not committed); the seeds in corpus/TARGET are read too.
 # Crashes land in artifacts/TARGET/. dict/TARGET.dict, if present, is
-# passed to libFuzzer as a dictionary. Exits non-zero if any target failed.
+# passed to libFuzzer as a dictionary. Each run's log is
+# target/logs/TARGET.log and ends with a `cpu:` line. Exits non-zero if any
+# target found something.
 #
-#     fuzz/run.sh 60                # a minute per target
+#     fuzz/run.sh 60                # a CPU-minute per target
 #     fuzz/run.sh 600 swarm peer_wire
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -22,30 +26,50 @@ if [ $# -gt 0 ]; then
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
+bindir=target/x86_64-unknown-linux-gnu/release
+clk=$(getconf CLK_TCK)
+# libFuzzer's exit status when interrupted (SIGINT): our budget ran out.
+interrupted=72
+
+cpu_of() {
+    awk -v c="$clk" '{ printf "%d", ($14 + $15) / c }' "/proc/$1/stat" 2>/dev/null
+}
 
 mkdir -p target/logs
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "target/corpus/$t" "artifacts/$t"
-    echo "=== $t: ${secs}s ($(date -u +%H:%M:%S))"
-    rm -f fuzz-0.log
+    echo "=== $t: ${secs} CPU-s ($(date -u +%H:%M:%S))"
     log="target/logs/$t.log"
     dict=()
     if [ -f "dict/$t.dict" ]; then
         dict=(-dict="dict/$t.dict")
     fi
-    cargo +nightly fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$t" "target/corpus/$t" "corpus/$t" -- "${dict[@]}" \
-        -max_total_time="$secs" -jobs=1 -workers=1 -rss_limit_mb=2048 \
-        -timeout=10 -print_final_stats=1 >"$log.out" 2>&1
+    start=$(date +%s)
+    "$bindir/$t" -artifact_prefix="artifacts/$t/" "${dict[@]}" \
+        -max_total_time=$((secs * 4)) -rss_limit_mb=2048 -timeout=10 \
+        -print_final_stats=1 -interrupted_exit_code=$interrupted \
+        "target/corpus/$t" "corpus/$t" >"$log" 2>&1 &
+    pid=$!
+    cpu=0
+    stopped=0
+    while kill -0 "$pid" 2>/dev/null; do
+        c=$(cpu_of "$pid") && [ -n "$c" ] && cpu=$c
+        if [ "$cpu" -ge "$secs" ] && [ $stopped -eq 0 ]; then
+            kill -INT "$pid"
+            stopped=1
+        fi
+        sleep 1
+    done
+    wait "$pid"
     status=$?
-    # With -jobs, libFuzzer writes the run's output to fuzz-0.log.
-    if [ -f fuzz-0.log ]; then
-        mv fuzz-0.log "$log"
-    else
-        cp "$log.out" "$log"
+    wall=$(($(date +%s) - start))
+    if [ $stopped -eq 1 ] && [ $status -eq $interrupted ]; then
+        status=0
     fi
+    echo "cpu: $t ${cpu} CPU-s, ${wall} s wall, status $status" >>"$log"
     grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -n 1
-    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log"
+    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|^cpu:' "$log"
     if [ $status -ne 0 ]; then
         tail -n 40 "$log"
         echo "!!! $t failed (status $status); see fuzz/$log and fuzz/artifacts/$t/"
@@ -57,4 +81,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "failed: ${failed[*]}"
     exit 1
 fi
-echo "all ${#targets[@]} targets ran ${secs}s without a finding"
+echo "all ${#targets[@]} targets ran ${secs} CPU-s without a finding"
