@@ -12,8 +12,13 @@
 //!
 //! Disk work runs on the blocking pool: a completed piece is hashed and, if
 //! the hash matches, written there; only then is the swarm told, so a piece
-//! counts only once it is verified and on disk. Resume data is saved every
-//! [`RESUME_INTERVAL`], on completion and on shutdown.
+//! counts only once it is verified and written. Resume data is saved every
+//! [`RESUME_INTERVAL`] in the background, syncing the data first; on
+//! completion and on shutdown it is saved at once without waiting for the
+//! disk, the pieces not yet synced marked to be verified again at the next
+//! start (see `storage/resume.rs`), so a download is not held up by a
+//! flush that the OS does anyway, and a power cut still cannot make a
+//! piece count that is not on the disk.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -218,7 +223,15 @@ pub(crate) async fn run(
         set_state(TorrentState::Checking { checked: 0, total });
         let progress_tx = status_tx.clone();
         let res = tokio::task::spawn_blocking(move || {
-            if let Some(have) = storage.load_resume(&info_hash) {
+            if let Some((mut have, verify)) = storage.load_resume(&info_hash) {
+                if !verify.none_set() {
+                    // Written but maybe not flushed when saved: hash again.
+                    let good = storage.verify_pieces(&verify)?;
+                    storage.mark_unsynced(&good);
+                    for p in good.iter_set() {
+                        have.set(p);
+                    }
+                }
                 return Ok(have);
             }
             let counter = std::sync::atomic::AtomicU32::new(0);
@@ -266,6 +279,8 @@ struct Actor {
     announce_tx: watch::Sender<AnnounceStats>,
     resume_dirty: bool,
     last_resume: Instant,
+    /// A durable resume save running on the blocking pool.
+    saving: Option<tokio::task::JoinHandle<Result<(), crate::storage::StorageError>>>,
     error: Option<String>,
     listen_port: u16,
     upload_limit: Option<Arc<Limiter>>,
@@ -353,6 +368,7 @@ impl Actor {
             announce_tx,
             resume_dirty: false,
             last_resume: Instant::now(),
+            saving: None,
             error: None,
             listen_port: params.listen_port,
             upload_limit: params.upload_limit,
@@ -459,8 +475,14 @@ impl Actor {
                     if few && (!self.swarm.is_complete() || self.conns.is_empty()) {
                         want_more.notify_one();
                     }
-                    if self.resume_dirty && now.duration_since(self.last_resume) >= RESUME_INTERVAL {
-                        self.save_resume().await;
+                    if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
+                        self.finish_save().await;
+                    }
+                    if self.resume_dirty
+                        && self.saving.is_none()
+                        && now.duration_since(self.last_resume) >= RESUME_INTERVAL
+                    {
+                        self.start_durable_save();
                     }
                     self.publish_status();
                 }
@@ -471,15 +493,16 @@ impl Actor {
                 break;
             }
             if std::mem::take(&mut self.just_completed) {
-                // Data synced and resume saved before anyone hears of it.
-                self.save_resume().await;
+                // Resume saved before anyone hears of it.
+                self.save_resume_now().await;
                 self.publish_status();
             }
         }
         // Shutdown: close peers, save resume data, tell the trackers.
         self.conns.clear();
+        self.finish_save().await;
         if self.resume_dirty {
-            self.save_resume().await;
+            self.save_resume_now().await;
         }
         let _ = stop_tx.send(true);
         if let Some(a) = announcer {
@@ -541,15 +564,47 @@ impl Actor {
         });
     }
 
-    async fn save_resume(&mut self) {
+    /// Starts a durable save (data synced first) on the blocking pool;
+    /// the loop goes on meanwhile.
+    fn start_durable_save(&mut self) {
         let storage = self.storage.clone();
         let have = self.swarm.have().clone();
         let info_hash = self.meta.info_hash;
-        let res = tokio::task::spawn_blocking(move || storage.save_resume(&info_hash, &have)).await;
+        self.resume_dirty = false;
+        self.last_resume = Instant::now();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            storage.save_resume(&info_hash, &have, true)
+        }));
+    }
+
+    /// Waits for the save in progress, if any; a failed one is retried later.
+    async fn finish_save(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let failed = match h.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                tracing::warn!("cannot save resume data: {e}");
+                self.resume_dirty = true;
+            }
+        }
+    }
+
+    /// Saves now, without waiting for the data to reach the disk (pieces
+    /// not yet synced are saved as to be verified).
+    async fn save_resume_now(&mut self) {
+        self.finish_save().await;
+        let storage = self.storage.clone();
+        let have = self.swarm.have().clone();
+        let info_hash = self.meta.info_hash;
+        let res =
+            tokio::task::spawn_blocking(move || storage.save_resume(&info_hash, &have, false))
+                .await;
         match res {
             Ok(Ok(())) => {
                 self.resume_dirty = false;
-                self.last_resume = Instant::now();
             }
             Ok(Err(e)) => tracing::warn!("cannot save resume data: {e}"),
             Err(e) => tracing::warn!("cannot save resume data: {e}"),

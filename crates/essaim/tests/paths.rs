@@ -200,7 +200,7 @@ fn run(case: &Case) {
                 storage.write_piece(p, &content[start..end]).unwrap();
             }
             let full = essaim_core::Bitfield::full(layout.num_pieces());
-            storage.save_resume(&m.info_hash, &full).unwrap();
+            storage.save_resume(&m.info_hash, &full, true).unwrap();
             let have = storage.recheck(&|_| {}).unwrap();
             assert!(have.is_full(), "{}: not all pieces verify", case.what);
             let written = walk(&out);

@@ -334,17 +334,62 @@ fn padding_files_stay_off_disk() {
     assert!(!base.join(".pad").exists());
 }
 
+/// Resume data after durable saves: nothing to verify again.
+fn trusted(s: &Storage, info_hash: &InfoHash) -> Option<essaim_core::Bitfield> {
+    s.load_resume(info_hash).map(|(have, verify)| {
+        assert!(verify.none_set(), "durable saves leave nothing to verify");
+        have
+    })
+}
+
+#[test]
+fn quick_resume_save_marks_unsynced_pieces_to_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = data(TOTAL, 9);
+    let m = torrent("quick", PL, FILES, &content);
+    let s = Storage::open(dir.path(), &m.info).unwrap();
+    let n = m.info.layout.num_pieces();
+    write_all(&s, &m, &content);
+    let full = essaim_core::Bitfield::full(n);
+    // Written, not synced: a quick save trusts none of it.
+    s.save_resume(&m.info_hash, &full, false).unwrap();
+    let (have, verify) = s.load_resume(&m.info_hash).unwrap();
+    assert!(have.none_set());
+    assert_eq!(verify, full);
+    // The pieces to verify are hashed again: one spoilt behind our back
+    // (same size, mtime put back) does not pass.
+    let path = dir.path().join("quick/three.bin");
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"X", 0).unwrap();
+    f.set_modified(before).unwrap();
+    let good = s.verify_pieces(&verify).unwrap();
+    let spoilt = (0..n).filter(|&p| !good.get(p)).count();
+    assert_eq!(
+        spoilt, 1,
+        "exactly the piece holding the changed byte fails"
+    );
+    // A durable save syncs first: everything is trusted.
+    s.save_resume(&m.info_hash, &full, true).unwrap();
+    assert_eq!(trusted(&s, &m.info_hash), Some(full.clone()));
+    // Written after that sync: to verify again.
+    s.write_piece(0, piece(&content, 0)).unwrap();
+    s.save_resume(&m.info_hash, &full, false).unwrap();
+    let (have, verify) = s.load_resume(&m.info_hash).unwrap();
+    assert!(!have.get(0) && verify.get(0) && verify.count() == 1);
+}
+
 #[test]
 fn resume_round_trip_and_staleness() {
     let dir = tempfile::tempdir().unwrap();
     let content = data(TOTAL, 7);
     let m = torrent("res", PL, FILES, &content);
     let s = Storage::open(dir.path(), &m.info).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), None);
+    assert_eq!(trusted(&s, &m.info_hash), None);
     write_all(&s, &m, &content);
     let mut have = s.recheck(&|_| {}).unwrap();
     have.clear(2);
-    s.save_resume(&m.info_hash, &have).unwrap();
+    s.save_resume(&m.info_hash, &have, true).unwrap();
     let path = s.resume_path(&m.info_hash);
     assert_eq!(
         path,
@@ -352,15 +397,15 @@ fn resume_round_trip_and_staleness() {
             .join(".essaim")
             .join(format!("{}.resume", m.info_hash.to_hex()))
     );
-    assert_eq!(s.load_resume(&m.info_hash), Some(have.clone()));
+    assert_eq!(trusted(&s, &m.info_hash), Some(have.clone()));
     // A fresh Storage on the same files agrees (a restart).
     drop(s);
     let s = Storage::open(dir.path(), &m.info).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), Some(have.clone()));
+    assert_eq!(trusted(&s, &m.info_hash), Some(have.clone()));
     // Another torrent's hash finds nothing.
-    assert_eq!(s.load_resume(&InfoHash([1; 20])), None);
+    assert_eq!(trusted(&s, &InfoHash([1; 20])), None);
     // Saving again replaces the file (no temp file left behind).
-    s.save_resume(&m.info_hash, &have).unwrap();
+    s.save_resume(&m.info_hash, &have, true).unwrap();
     let left: Vec<_> = std::fs::read_dir(dir.path().join(".essaim"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -375,43 +420,43 @@ fn resume_round_trip_and_staleness() {
     let t = f.metadata().unwrap().modified().unwrap();
     f.set_modified(t + std::time::Duration::from_secs(1))
         .unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), None);
-    s.save_resume(&m.info_hash, &have).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), Some(have.clone()));
+    assert_eq!(trusted(&s, &m.info_hash), None);
+    s.save_resume(&m.info_hash, &have, true).unwrap();
+    assert_eq!(trusted(&s, &m.info_hash), Some(have.clone()));
     // A file grown after the save: stale.
     f.set_len(101).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), None);
+    assert_eq!(trusted(&s, &m.info_hash), None);
     f.set_len(100).unwrap();
-    s.save_resume(&m.info_hash, &have).unwrap();
+    s.save_resume(&m.info_hash, &have, true).unwrap();
 
     // Corrupt, truncated, empty and oversized files: None.
     let good = std::fs::read(&path).unwrap();
     for bad in [&good[..good.len() / 2], b"", b"garbage", &good[1..]] {
         std::fs::write(&path, bad).unwrap();
-        assert_eq!(s.load_resume(&m.info_hash), None);
+        assert_eq!(trusted(&s, &m.info_hash), None);
     }
     let huge = std::fs::File::create(&path).unwrap();
     huge.set_len(65 << 20).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), None);
+    assert_eq!(trusted(&s, &m.info_hash), None);
     std::fs::write(&path, &good).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), Some(have.clone()));
+    assert_eq!(trusted(&s, &m.info_hash), Some(have.clone()));
     // A file deleted while running (after its handle was dropped by a
     // recheck): saving still works, but the resume data never vouches for
     // pieces of the missing file.
     s.write_piece(3, piece(&content, 3)).unwrap();
     std::fs::remove_file(dir.path().join("res/four.bin")).unwrap();
     s.recheck(&|_| {}).unwrap();
-    s.save_resume(&m.info_hash, &have).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), None);
+    s.save_resume(&m.info_hash, &have, true).unwrap();
+    assert_eq!(trusted(&s, &m.info_hash), None);
     let mut without = have.clone();
     for p in 1..4 {
         without.clear(p); // four.bin is in pieces 1 to 3
     }
-    s.save_resume(&m.info_hash, &without).unwrap();
-    assert_eq!(s.load_resume(&m.info_hash), Some(without));
+    s.save_resume(&m.info_hash, &without, true).unwrap();
+    assert_eq!(trusted(&s, &m.info_hash), Some(without));
     // A bitfield of the wrong length is refused on save.
     assert!(s
-        .save_resume(&m.info_hash, &essaim_core::Bitfield::new(3))
+        .save_resume(&m.info_hash, &essaim_core::Bitfield::new(3), true)
         .is_err());
 }
 

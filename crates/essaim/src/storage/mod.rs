@@ -95,6 +95,9 @@ pub struct Storage {
     layout: Layout,
     pieces: Vec<[u8; 20]>,
     handles: files::Handles,
+    /// Pieces written since the last successful [`Storage::sync`]: in the
+    /// page cache, maybe not yet on the disk.
+    unsynced: std::sync::Mutex<Bitfield>,
 }
 
 impl Storage {
@@ -158,6 +161,7 @@ impl Storage {
             layout: info.layout.clone(),
             pieces: info.pieces.clone(),
             handles: files::Handles::new(MAX_OPEN_FILES),
+            unsynced: std::sync::Mutex::new(Bitfield::new(info.layout.num_pieces())),
         })
     }
 
@@ -211,7 +215,42 @@ impl Storage {
             }
             self.handles.mark_dirty(s.file);
         }
+        self.unsynced().set(piece);
         Ok(())
+    }
+
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Bitfield> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `pieces` as not known to be on the disk (pieces re-verified
+    /// from resume data's `verify` set: maybe only in the page cache).
+    pub fn mark_unsynced(&self, pieces: &Bitfield) {
+        let mut u = self.unsynced();
+        for p in pieces.iter_set() {
+            u.set(p);
+        }
+    }
+
+    /// Pieces written since the last successful sync.
+    pub fn unsynced_pieces(&self) -> Bitfield {
+        self.unsynced().clone()
+    }
+
+    /// Checks the SHA-1 of each piece in `which` (one thread; for the few
+    /// pieces resume data asks to verify); returns those that pass.
+    pub fn verify_pieces(&self, which: &Bitfield) -> Result<Bitfield, StorageError> {
+        let mut good = Bitfield::new(self.layout.num_pieces());
+        let mut buf = Vec::new();
+        for p in which.iter_set() {
+            let Some(size) = self.layout.piece_size(p) else {
+                continue;
+            };
+            if self.hash_one(p, size, &mut buf)? {
+                good.set(p);
+            }
+        }
+        Ok(good)
     }
 
     /// Reads `len` bytes at `begin` within `piece` (for serving peers).
@@ -308,6 +347,23 @@ impl Storage {
 
     /// fdatasyncs every file written since the last sync.
     pub fn sync(&self) -> Result<(), StorageError> {
+        // Pieces whose writes finished before the files are taken below:
+        // their bytes are in the files synced now.
+        let synced = std::mem::replace(
+            &mut *self.unsynced(),
+            Bitfield::new(self.layout.num_pieces()),
+        );
+        let res = self.sync_files();
+        if res.is_err() {
+            let mut u = self.unsynced();
+            for p in synced.iter_set() {
+                u.set(p);
+            }
+        }
+        res
+    }
+
+    fn sync_files(&self) -> Result<(), StorageError> {
         let dirty: Vec<usize> = self.handles.take_dirty().into_iter().collect();
         for (k, &i) in dirty.iter().enumerate() {
             let Some(path) = self.files.get(i).and_then(|f| f.path.as_ref()) else {

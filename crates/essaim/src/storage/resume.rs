@@ -5,6 +5,7 @@
 //! ```text
 //! { "version": 1, "info-hash": <20 bytes>, "pieces": <count>,
 //!   "have": <bitfield, BEP 3 wire layout>,
+//!   "verify": <bitfield> (optional),
 //!   "files": [ { "size": n, "mtime": s, "mtime-ns": ns } | {} (absent), ... ] }
 //! ```
 //!
@@ -12,9 +13,16 @@
 //! save time. The data is trusted only when every file still has the same
 //! size and mtime: pieces written after the last save change their files'
 //! mtimes, so after a crash the resume data is stale and the engine rechecks
-//! — always correct, at the cost of one hash pass. Saving syncs the data
-//! files first, then writes a temporary file, fsyncs it and renames it over
-//! the old one, so a crash leaves either the old or the new version.
+//! — always correct, at the cost of one hash pass.
+//!
+//! `have` holds pieces whose bytes were fdatasynced before the file was
+//! written; `verify` holds pieces verified and written but maybe still only
+//! in the page cache (a quick save at exit does not wait for the disk).
+//! Loading trusts `have` and hands `verify` back to be hashed again, so a
+//! power cut that lost those bytes costs a re-download, never a corrupt
+//! piece counted as good. The resume file itself is always written to a
+//! temporary file, fsynced and renamed over the old one, so a crash leaves
+//! either the old or the new version.
 //!
 //! Loading is defensive: the file is read only up to [`MAX_RESUME_SIZE`],
 //! any malformed or inconsistent content yields `None`, never a panic.
@@ -63,8 +71,11 @@ impl FileStamp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
     pub info_hash: InfoHash,
-    /// Pieces verified at save time.
+    /// Pieces verified and synced to the disk at save time.
     pub have: Bitfield,
+    /// Pieces verified and written, not known to be on the disk: hash
+    /// them again before trusting them.
+    pub verify: Bitfield,
     /// One stamp per non-padding file, `None` for a file absent at save time.
     pub files: Vec<Option<FileStamp>>,
 }
@@ -87,6 +98,7 @@ impl Resume {
             .with("info-hash", &self.info_hash.0[..])
             .with("pieces", i64::from(self.have.len()))
             .with("have", self.have.as_bytes())
+            .with("verify", self.verify.as_bytes())
             .with("files", files)
             .encode()
     }
@@ -100,6 +112,10 @@ impl Resume {
         let info_hash = InfoHash(root.get(b"info-hash")?.as_bytes()?.try_into().ok()?);
         let pieces = u32::try_from(root.get(b"pieces")?.as_int()?).ok()?;
         let have = Bitfield::from_bytes(root.get(b"have")?.as_bytes()?, pieces).ok()?;
+        let verify = match root.get(b"verify") {
+            Some(v) => Bitfield::from_bytes(v.as_bytes()?, pieces).ok()?,
+            None => Bitfield::new(pieces),
+        };
         let files = root
             .get(b"files")?
             .as_list()?
@@ -109,6 +125,7 @@ impl Resume {
         Some(Resume {
             info_hash,
             have,
+            verify,
             files,
         })
     }
@@ -168,18 +185,38 @@ impl Storage {
         true
     }
 
-    /// Saves `have` atomically: syncs the data files, writes a temporary
-    /// file, fsyncs it, renames it over the old one and fsyncs the folder.
-    pub fn save_resume(&self, info_hash: &InfoHash, have: &Bitfield) -> Result<(), StorageError> {
+    /// Saves `have` atomically: with `durable`, syncs the data files first
+    /// (every piece of `have` is then on the disk); without, pieces written
+    /// since the last sync are saved as to be verified. Then writes a
+    /// temporary file, fsyncs it, renames it over the old one and fsyncs
+    /// the folder.
+    pub fn save_resume(
+        &self,
+        info_hash: &InfoHash,
+        have: &Bitfield,
+        durable: bool,
+    ) -> Result<(), StorageError> {
         if have.len() != self.layout.num_pieces() {
             return Err(StorageError::BadInfo(
                 "bitfield length differs from the torrent",
             ));
         }
-        self.sync()?;
+        if durable {
+            self.sync()?;
+        }
+        let unsynced = self.unsynced_pieces();
+        let mut trusted = have.clone();
+        let mut verify = Bitfield::new(have.len());
+        for p in unsynced.iter_set() {
+            if have.get(p) {
+                trusted.clear(p);
+                verify.set(p);
+            }
+        }
         let resume = Resume {
             info_hash: *info_hash,
-            have: have.clone(),
+            have: trusted,
+            verify,
             files: self.stamps()?,
         };
         let dir = self.root.join(STATE_DIR);
@@ -208,10 +245,11 @@ impl Storage {
         Ok(())
     }
 
-    /// The saved bitfield, if the resume file exists, parses, is for this
+    /// The saved pieces, if the resume file exists, parses, is for this
     /// torrent and every file still has the size and mtime it had at save
-    /// time. `None` otherwise: the engine should recheck.
-    pub fn load_resume(&self, info_hash: &InfoHash) -> Option<Bitfield> {
+    /// time: those on the disk, and those to hash again before trusting
+    /// them. `None` otherwise: the engine should recheck.
+    pub fn load_resume(&self, info_hash: &InfoHash) -> Option<(Bitfield, Bitfield)> {
         let path = self.resume_path(info_hash);
         let bytes = match read_capped(&path) {
             Ok(b) => b,
@@ -226,7 +264,10 @@ impl Storage {
             tracing::debug!(path = %path.display(), "resume data malformed");
             return None;
         };
-        if resume.info_hash != *info_hash || resume.have.len() != self.layout.num_pieces() {
+        if resume.info_hash != *info_hash
+            || resume.have.len() != self.layout.num_pieces()
+            || resume.verify.len() != self.layout.num_pieces()
+        {
             tracing::debug!(path = %path.display(), "resume data is for another torrent");
             return None;
         }
@@ -235,11 +276,11 @@ impl Storage {
             tracing::debug!(path = %path.display(), "files changed since resume data was saved");
             return None;
         }
-        if !self.files_hold(&resume.have, &now) {
+        if !self.files_hold(&resume.have, &now) || !self.files_hold(&resume.verify, &now) {
             tracing::debug!(path = %path.display(), "resume data claims pieces of missing files");
             return None;
         }
-        Some(resume.have)
+        Some((resume.have, resume.verify))
     }
 }
 
@@ -275,9 +316,12 @@ mod tests {
         let mut have = Bitfield::new(11);
         have.set(0);
         have.set(10);
+        let mut verify = Bitfield::new(11);
+        verify.set(4);
         Resume {
             info_hash: InfoHash([7; 20]),
             have,
+            verify,
             files: vec![
                 Some(FileStamp {
                     size: 5,
@@ -292,7 +336,27 @@ mod tests {
     #[test]
     fn round_trip() {
         let r = sample();
-        assert_eq!(Resume::decode(&r.encode()), Some(r));
+        assert_eq!(Resume::decode(&r.encode()), Some(r.clone()));
+        // Without `verify` (older files): nothing to verify.
+        let old = OwnedValue::dict()
+            .with("version", 1)
+            .with("info-hash", &r.info_hash.0[..])
+            .with("pieces", 11)
+            .with("have", r.have.as_bytes())
+            .with("files", Vec::<OwnedValue>::new())
+            .encode();
+        let d = Resume::decode(&old).unwrap();
+        assert!(d.verify.none_set() && d.have == r.have);
+        // A `verify` of the wrong length: refused.
+        let bad = OwnedValue::dict()
+            .with("version", 1)
+            .with("info-hash", &r.info_hash.0[..])
+            .with("pieces", 11)
+            .with("have", r.have.as_bytes())
+            .with("verify", &b"\x00\x00\x00"[..])
+            .with("files", Vec::<OwnedValue>::new())
+            .encode();
+        assert_eq!(Resume::decode(&bad), None);
     }
 
     /// The bencode policy (see `essaim_core::bencode`) holds for resume
