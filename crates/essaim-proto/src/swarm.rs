@@ -171,6 +171,8 @@ struct PieceBuffer {
 /// SHA-1. When the piece later passes, every sender whose block differs
 /// from the good data lied (libtorrent calls this smart ban).
 type FailedAttempt = Vec<(Option<PeerKey>, [u8; 20])>;
+/// Piece buffers kept for reuse, at most.
+const MAX_SPARE_BUFFERS: usize = 4;
 /// Failed attempts remembered per piece.
 const MAX_FAILED_ATTEMPTS: usize = 4;
 
@@ -184,6 +186,10 @@ pub struct Swarm {
     /// and with it the whole machine is deterministic for a given seed.
     peers: BTreeMap<PeerKey, PeerState>,
     buffers: HashMap<u32, PieceBuffer>,
+    /// Piece buffers handed back by the driver ([`Swarm::recycle_buffer`]),
+    /// reused so that a download does not allocate (and zero) a buffer per
+    /// piece.
+    spare_buffers: Vec<Vec<u8>>,
     /// Who sent the blocks of pieces being checked (to blame on a bad hash).
     pending_senders: HashMap<u32, Vec<Option<PeerKey>>>,
     failed_attempts: HashMap<u32, Vec<FailedAttempt>>,
@@ -228,6 +234,7 @@ impl Swarm {
             metadata,
             peers: BTreeMap::new(),
             buffers: HashMap::new(),
+            spare_buffers: Vec::new(),
             pending_senders: HashMap::new(),
             failed_attempts: HashMap::new(),
             choker: Choker::new(config.upload_slots),
@@ -489,6 +496,18 @@ impl Swarm {
     /// The driver hashed a piece from `CheckPiece`: `ok` means the hash
     /// matched and the data is on disk. `data` is the piece's data as it was
     /// checked (used to find who lied when a piece fails).
+    /// Gives back the buffer of a [`Output::CheckPiece`] once the driver is
+    /// done with it (after [`Swarm::handle_piece_checked`]); a few are kept
+    /// for the next pieces.
+    pub fn recycle_buffer(&mut self, buf: Vec<u8>) {
+        if self.spare_buffers.len() < MAX_SPARE_BUFFERS
+            && buf.capacity() >= self.layout.piece_length() as usize
+        {
+            // Its length is kept: `resize` then zeroes nothing.
+            self.spare_buffers.push(buf);
+        }
+    }
+
     pub fn handle_piece_checked(&mut self, piece: u32, ok: bool, data: &[u8]) {
         let senders = self.pending_senders.remove(&piece).unwrap_or_default();
         if ok {
@@ -838,9 +857,16 @@ impl Swarm {
             outcome => {
                 let piece_size = self.layout.piece_size(piece).unwrap_or(0) as usize;
                 let blocks = self.layout.blocks_in_piece(piece).unwrap_or(0) as usize;
-                let buf = self.buffers.entry(piece).or_insert_with(|| PieceBuffer {
-                    data: vec![0; piece_size],
-                    senders: vec![None; blocks],
+                let spare = &mut self.spare_buffers;
+                let buf = self.buffers.entry(piece).or_insert_with(|| {
+                    // Every block is written before the piece is checked,
+                    // so a reused buffer's old bytes never reach the hash.
+                    let mut data = spare.pop().unwrap_or_default();
+                    data.resize(piece_size, 0);
+                    PieceBuffer {
+                        data,
+                        senders: vec![None; blocks],
+                    }
                 });
                 let start = begin as usize;
                 if let Some(dst) = buf.data.get_mut(start..start + data.len()) {

@@ -339,7 +339,7 @@ impl Actor {
                 }
             }
         }
-        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::channel(128);
         let (disk_tx, disk_rx) = mpsc::unbounded_channel();
         let (dial_tx, dial_rx) = mpsc::channel(64);
         let (announce_tx, _) = watch::channel(AnnounceStats::default());
@@ -442,7 +442,10 @@ impl Actor {
                         }
                     }
                 }
-                Some((piece, res, data)) = self.disk_rx.recv() => self.on_disk(piece, res, &data),
+                Some((piece, res, data)) = self.disk_rx.recv() => {
+                    self.on_disk(piece, res, &data);
+                    self.swarm.recycle_buffer(data);
+                }
                 Some(res) = self.dial_rx.recv() => self.on_dial(res),
                 Some(addrs) = peers_rx.recv() => {
                     for a in addrs { self.peer_list.add(a, PeerSource::Tracker); }
