@@ -204,38 +204,68 @@ pub async fn run_writer(
     limit: Option<Arc<Limiter>>,
 ) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    let mut pending: Option<WriterCmd> = None;
     loop {
-        let first = match tokio::time::timeout(KEEPALIVE_INTERVAL, cmds.recv()).await {
-            Err(_) => Some(WriterCmd::Send(Message::KeepAlive)),
-            Ok(cmd) => cmd,
+        let first = match pending.take() {
+            Some(cmd) => Some(cmd),
+            None => match tokio::time::timeout(KEEPALIVE_INTERVAL, cmds.recv()).await {
+                Err(_) => Some(WriterCmd::Send(Message::KeepAlive)),
+                Ok(cmd) => cmd,
+            },
         };
-        let Some(mut cmd) = first else {
+        let Some(cmd) = first else {
             break;
         };
         let mut served: Vec<u32> = Vec::new();
         let mut close = false;
-        loop {
+        let mut next = Some(cmd);
+        while let Some(cmd) = next.take() {
             match cmd {
                 WriterCmd::Send(msg) => msg.encode(&mut buf),
                 WriterCmd::Serve(req) => {
-                    let storage = storage.clone();
-                    let data = tokio::task::spawn_blocking(move || {
-                        storage.read(req.piece, req.begin, req.length)
-                    })
-                    .await;
-                    match data {
-                        Ok(Ok(data)) => {
-                            Message::Piece {
-                                piece: req.piece,
-                                begin: req.begin,
-                                data,
+                    // Take the requests queued behind this one too (up to a
+                    // batch): one trip to the blocking pool, and reads of
+                    // consecutive blocks merged.
+                    let mut reqs = vec![req];
+                    let mut bytes = buf.len() + req.length as usize;
+                    while bytes < WRITE_BATCH {
+                        match cmds.try_recv() {
+                            Some(WriterCmd::Serve(r)) => {
+                                bytes += r.length as usize;
+                                reqs.push(r);
                             }
-                            .encode(&mut buf);
-                            served.push(req.length);
+                            Some(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            None => break,
                         }
-                        other => {
-                            tracing::warn!(?req, "cannot read block to serve: {other:?}");
-                            served.push(0);
+                    }
+                    let storage = storage.clone();
+                    let batch = reqs.clone();
+                    let data = tokio::task::spawn_blocking(move || storage.read_many(&batch)).await;
+                    let data = match data {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!("cannot read blocks to serve: {e}");
+                            Vec::new()
+                        }
+                    };
+                    for (i, req) in reqs.iter().enumerate() {
+                        match data.get(i) {
+                            Some(Ok(block)) => {
+                                Message::Piece {
+                                    piece: req.piece,
+                                    begin: req.begin,
+                                    data: block.clone(),
+                                }
+                                .encode(&mut buf);
+                                served.push(req.length);
+                            }
+                            other => {
+                                tracing::warn!(?req, "cannot read block to serve: {other:?}");
+                                served.push(0);
+                            }
                         }
                     }
                 }
@@ -247,10 +277,13 @@ pub async fn run_writer(
             if buf.len() >= WRITE_BATCH {
                 break;
             }
-            match cmds.try_recv() {
-                Some(next) => cmd = next,
-                None => break,
+            if next.is_none() {
+                next = cmds.try_recv();
             }
+        }
+        if let Some(cmd) = next {
+            // Came after a full batch: first in the next round.
+            pending = Some(cmd);
         }
         if !buf.is_empty() {
             if let Some(l) = &limit {

@@ -549,3 +549,40 @@ fn conflicts_and_reserved_names() {
         Err(StorageError::BadInfo(_))
     ));
 }
+
+#[test]
+fn read_many_merges_consecutive_blocks_and_keeps_order() {
+    use essaim_wire::peer::BlockRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let content = data(TOTAL, 11);
+    let m = torrent("many", PL, FILES, &content);
+    let s = Storage::open(dir.path(), &m.info).unwrap();
+    write_all(&s, &m, &content);
+    let layout = &m.info.layout;
+    let at = |piece: u32, begin: u32, length: u32| BlockRequest {
+        piece,
+        begin,
+        length,
+    };
+    let last = layout.num_pieces() - 1;
+    let reqs = vec![
+        at(0, 0, 100),
+        at(0, 100, 50), // follows the first on disk
+        at(1, 0, 10),   // across a piece boundary, not adjacent
+        at(last, 0, 1),
+        at(last + 1, 0, 1), // out of range
+        at(0, 5, 5),        // back again
+    ];
+    let got = s.read_many(&reqs);
+    assert_eq!(got.len(), reqs.len());
+    for (r, g) in reqs.iter().zip(&got) {
+        match layout.piece_offset(r.piece) {
+            Some(o) if r.piece <= last => {
+                let start = (o + u64::from(r.begin)) as usize;
+                let want = &content[start..start + r.length as usize];
+                assert_eq!(&g.as_ref().unwrap()[..], want, "{r:?}");
+            }
+            _ => assert!(g.is_err(), "{r:?} should be refused"),
+        }
+    }
+}

@@ -264,6 +264,77 @@ impl Storage {
         Ok(buf.freeze())
     }
 
+    /// Reads several blocks (for serving a peer's queue), one result per
+    /// request: requests that follow each other on disk are read with one
+    /// positional read and split without copying.
+    pub fn read_many(
+        &self,
+        reqs: &[essaim_wire::peer::BlockRequest],
+    ) -> Vec<Result<bytes::Bytes, StorageError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut i = 0;
+        while i < reqs.len() {
+            let r = reqs[i];
+            if !self
+                .layout
+                .is_valid_request(r.piece, r.begin, r.length, u32::MAX)
+            {
+                out.push(Err(StorageError::OutOfRange {
+                    piece: r.piece,
+                    begin: r.begin,
+                    len: r.length,
+                }));
+                i += 1;
+                continue;
+            }
+            let start = match self.piece_start(r.piece) {
+                Ok(o) => o + u64::from(r.begin),
+                Err(e) => {
+                    out.push(Err(e));
+                    i += 1;
+                    continue;
+                }
+            };
+            // The run of valid requests that continue this one on disk.
+            let mut end = start + u64::from(r.length);
+            let mut j = i + 1;
+            while let Some(n) = reqs.get(j) {
+                let next = self
+                    .layout
+                    .is_valid_request(n.piece, n.begin, n.length, u32::MAX)
+                    .then(|| self.piece_start(n.piece).ok())
+                    .flatten()
+                    .map(|o| o + u64::from(n.begin));
+                if next != Some(end) {
+                    break;
+                }
+                end += u64::from(n.length);
+                j += 1;
+            }
+            let mut buf = bytes::BytesMut::zeroed((end - start) as usize);
+            match self.read_at(start, &mut buf) {
+                Ok(()) => {
+                    for n in &reqs[i..j] {
+                        out.push(Ok(buf.split_to(n.length as usize).freeze()));
+                    }
+                }
+                Err(e) => {
+                    // One failure for the run; each request gets it.
+                    let msg = e.to_string();
+                    out.push(Err(e));
+                    for _ in i + 1..j {
+                        out.push(Err(StorageError::Io {
+                            path: self.root.clone(),
+                            source: io::Error::other(msg.clone()),
+                        }));
+                    }
+                }
+            }
+            i = j;
+        }
+        out
+    }
+
     /// Reads the piece and checks its SHA-1. Missing data is `Ok(false)`.
     pub fn verify_piece(&self, piece: u32) -> Result<bool, StorageError> {
         let size = self
