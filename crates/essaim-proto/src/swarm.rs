@@ -75,7 +75,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         SwarmConfig {
             upload_slots: 4,
-            partial_budget: 16 * 1024 * 1024,
+            partial_budget: 8 * 1024 * 1024,
             client: concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_port: None,
             seed: 0,
@@ -172,7 +172,7 @@ struct PieceBuffer {
 /// from the good data lied (libtorrent calls this smart ban).
 type FailedAttempt = Vec<(Option<PeerKey>, [u8; 20])>;
 /// Piece buffers kept for reuse, at most.
-const MAX_SPARE_BUFFERS: usize = 4;
+const MAX_SPARE_BUFFERS: usize = 2;
 /// Failed attempts remembered per piece.
 const MAX_FAILED_ATTEMPTS: usize = 4;
 

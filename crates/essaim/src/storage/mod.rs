@@ -98,6 +98,11 @@ pub struct Storage {
     /// Pieces written since the last successful [`Storage::sync`]: in the
     /// page cache, maybe not yet on the disk.
     unsynced: std::sync::Mutex<Bitfield>,
+    /// Held while a piece is written. Buffered writes to one file take its
+    /// inode lock anyway; two threads writing at once made the kernel spin
+    /// on that lock (up to 7% of a download's CPU in `perf`), where waiting
+    /// here sleeps.
+    write_lock: std::sync::Mutex<()>,
 }
 
 impl Storage {
@@ -162,6 +167,7 @@ impl Storage {
             pieces: info.pieces.clone(),
             handles: files::Handles::new(MAX_OPEN_FILES),
             unsynced: std::sync::Mutex::new(Bitfield::new(info.layout.num_pieces())),
+            write_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -188,6 +194,7 @@ impl Storage {
             });
         }
         let offset = self.piece_start(piece)?;
+        let _writing = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut pos = 0usize;
         for s in self.layout.slices(offset, u64::from(size)) {
             let len = s.length as usize;
