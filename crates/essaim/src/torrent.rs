@@ -602,12 +602,18 @@ impl Actor {
         let storage = self.storage.clone();
         let have = self.swarm.have().clone();
         let info_hash = self.meta.info_hash;
-        let res =
-            tokio::task::spawn_blocking(move || storage.save_resume(&info_hash, &have, false))
-                .await;
+        let res = tokio::task::spawn_blocking(move || {
+            storage
+                .save_resume(&info_hash, &have, false)
+                .map(|()| !storage.unsynced_pieces().none_set())
+        })
+        .await;
         match res {
-            Ok(Ok(())) => {
-                self.resume_dirty = false;
+            Ok(Ok(unsynced)) => {
+                // Pieces still only in the page cache: a durable save
+                // follows in the background after the usual interval.
+                self.resume_dirty = unsynced;
+                self.last_resume = Instant::now();
             }
             Ok(Err(e)) => tracing::warn!("cannot save resume data: {e}"),
             Err(e) => tracing::warn!("cannot save resume data: {e}"),
