@@ -31,38 +31,22 @@ use essaim_dht::krpc::{self, Body, KrpcError, Message, NodeInfo, Query, Response
 use essaim_dht::{Dht, DhtConfig, DhtEvent, NodeId, K};
 use libfuzzer_sys::fuzz_target;
 
-struct Input<'a>(&'a [u8]);
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
 
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn b(&mut self) -> u8 {
-        self.byte().unwrap_or(0)
-    }
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let (a, b) = self.0.split_at(n.min(self.0.len()));
-        self.0 = b;
-        a
-    }
-    /// A node id: one of a few fixed ones, or 20 bytes of input.
-    fn id(&mut self) -> NodeId {
-        let k = self.b();
-        if k < 0xf0 {
-            let mut id = [k; 20];
-            id[19] = k.wrapping_mul(37);
-            NodeId(id)
-        } else {
-            let mut id = [0u8; 20];
-            id.copy_from_slice(&{
-                let mut v = self.take(20).to_vec();
-                v.resize(20, 0);
-                v
-            });
-            NodeId(id)
-        }
+/// A node id: one of a few fixed ones, or 20 bytes of input.
+fn node_id(input: &mut Input<'_>) -> NodeId {
+    let k = input.byte_or0();
+    if k < 0xf0 {
+        let mut id = [k; 20];
+        id[19] = k.wrapping_mul(37);
+        NodeId(id)
+    } else {
+        let mut id = [0u8; 20];
+        let bytes = input.take(20);
+        id[..bytes.len()].copy_from_slice(bytes);
+        NodeId(id)
     }
 }
 
@@ -165,11 +149,11 @@ impl Driver {
 }
 
 fn nodes(input: &mut Input<'_>) -> Vec<NodeInfo> {
-    (0..input.b() % 10)
+    (0..input.byte_or0() % 10)
         .map(|_| {
-            let a = input.b();
+            let a = input.byte_or0();
             NodeInfo {
-                id: input.id(),
+                id: node_id(input),
                 addr: addr(a),
             }
         })
@@ -179,7 +163,7 @@ fn nodes(input: &mut Input<'_>) -> Vec<NodeInfo> {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let setup = input.b();
+    let setup = input.byte_or0();
     let read_only = setup & 1 != 0;
     let config = DhtConfig {
         id: Some(NodeId([0x55; 20])),
@@ -214,35 +198,35 @@ fuzz_target!(|data: &[u8]| {
     while let Some(op) = input.byte() {
         match op % 8 {
             0 => {
-                let from = addr(input.b());
-                let len = usize::from(input.b()) * 2;
+                let from = addr(input.byte_or0());
+                let len = usize::from(input.byte_or0()) * 2;
                 let bytes = input.take(len);
                 d.packet(from, bytes);
             }
             1 | 2 => {
                 // Answer one of the node's queries.
-                let pick = usize::from(input.b());
-                let how = input.b();
+                let pick = usize::from(input.byte_or0());
+                let how = input.byte_or0();
                 if d.sent.is_empty() {
                     continue;
                 }
                 let s = d.sent.swap_remove(pick % d.sent.len());
-                let from = if how & 1 == 0 { s.to } else { addr(input.b()) };
+                let from = if how & 1 == 0 { s.to } else { addr(input.byte_or0()) };
                 let body = if op % 8 == 2 && how & 2 != 0 {
                     Body::Error(KrpcError {
                         code: 201,
                         message: b"no".to_vec(),
                     })
                 } else {
-                    let mut r = Response::id_only(input.id());
+                    let mut r = Response::id_only(node_id(&mut input));
                     if s.method == "find_node" || s.method == "get_peers" {
                         r.nodes = nodes(&mut input);
                     }
                     if s.method == "get_peers" {
                         if how & 4 != 0 {
-                            r.values = (0..input.b() % 6).map(|_| addr(input.b())).collect();
+                            r.values = (0..input.byte_or0() % 6).map(|_| addr(input.byte_or0())).collect();
                         }
-                        r.token = Some(vec![b't', input.b()]);
+                        r.token = Some(vec![b't', input.byte_or0()]);
                     }
                     Body::Response(r)
                 };
@@ -250,26 +234,26 @@ fuzz_target!(|data: &[u8]| {
                     tid: s.tid,
                     version: None,
                     read_only: false,
-                    ip: (how & 8 != 0).then(|| addr(input.b())),
+                    ip: (how & 8 != 0).then(|| addr(input.byte_or0())),
                     body,
                 };
                 d.packet(from, &msg.encode());
             }
             3 => {
                 // A query to us.
-                let from = addr(input.b());
-                let kind = input.b();
-                let id = input.id();
+                let from = addr(input.byte_or0());
+                let kind = input.byte_or0();
+                let id = node_id(&mut input);
                 let q = match kind % 4 {
                     0 => Query::Ping { id },
                     1 => Query::FindNode {
                         id,
-                        target: input.id(),
+                        target: node_id(&mut input),
                         want: None,
                     },
                     2 => Query::GetPeers {
                         id,
-                        info_hash: info_hash(input.b()),
+                        info_hash: info_hash(input.byte_or0()),
                         want: None,
                     },
                     _ => {
@@ -282,15 +266,15 @@ fuzz_target!(|data: &[u8]| {
                             .unwrap_or_else(|| b"made up".to_vec());
                         Query::AnnouncePeer {
                             id,
-                            info_hash: info_hash(input.b()),
-                            port: u16::from(input.b()) + 1,
+                            info_hash: info_hash(input.byte_or0()),
+                            port: u16::from(input.byte_or0()) + 1,
                             implied_port: kind & 8 != 0,
                             token,
                         }
                     }
                 };
                 let msg = Message {
-                    tid: vec![b'q', input.b()],
+                    tid: vec![b'q', input.byte_or0()],
                     version: None,
                     read_only: kind & 0x80 != 0,
                     ip: None,
@@ -299,7 +283,7 @@ fuzz_target!(|data: &[u8]| {
                 d.packet(from, &msg.encode());
             }
             4 => {
-                let step = u64::from(input.b());
+                let step = u64::from(input.byte_or0());
                 d.now += Duration::from_millis(step * step * 8);
                 d.dht.handle_timeout(d.now);
                 d.drain(None);
@@ -313,7 +297,7 @@ fuzz_target!(|data: &[u8]| {
                 d.drain(None);
             }
             6 => {
-                let k = input.b();
+                let k = input.byte_or0();
                 let ih = info_hash(k);
                 if k & 0x80 != 0 {
                     d.dht.stop_get_peers(&ih);
@@ -325,7 +309,7 @@ fuzz_target!(|data: &[u8]| {
                 d.drain(None);
             }
             _ => {
-                let a = addr(input.b());
+                let a = addr(input.byte_or0());
                 d.dht.add_node(a, d.now);
                 d.drain(None);
             }

@@ -10,25 +10,13 @@ use std::time::{Duration, Instant};
 use essaim_core::InfoHash;
 use essaim_proto::metadata::{MetadataFetch, MAX_METADATA_SIZE};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
 use sha1::{Digest, Sha1};
 
 const PIECE: usize = 16 * 1024;
-
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from(self.u16()?) | u32::from(self.u16()?) << 16)
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);

@@ -51,6 +51,10 @@ use essaim_wire::peer::{BlockRequest, Message, MessageDecoder};
 use essaim_wire::pex::PexMessage;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/input.rs"]
+mod input;
+use input::Input;
+
 /// Torrents to play with: (piece length, total length).
 const LAYOUTS: [(u64, u64); 4] = [
     (32 * 1024, 37 * 32 * 1024 + 20_001),
@@ -59,32 +63,6 @@ const LAYOUTS: [(u64, u64); 4] = [
     (64 * 1024, 3 * 64 * 1024),
 ];
 const SLOTS: usize = 3;
-
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn byte_or0(&mut self) -> u8 {
-        self.byte().unwrap_or(0)
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([
-            self.byte_or0(),
-            self.byte_or0(),
-            self.byte_or0(),
-            self.byte_or0(),
-        ])
-    }
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        let (a, b) = self.0.split_at(n.min(self.0.len()));
-        self.0 = b;
-        a
-    }
-}
 
 /// The torrent's content: a fixed function of the offset.
 fn content(offset: u64) -> u8 {
@@ -541,7 +519,7 @@ fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
         4 => Message::Have { piece },
         5 => {
             let mut bits = Bitfield::new(n);
-            let mask = input.u32();
+            let mask = input.u32_or0();
             for p in 0..n {
                 if mask & (1 << (p % 32)) != 0 {
                     bits.set(p);
@@ -554,8 +532,8 @@ fn structured(input: &mut Input<'_>, layout: &Layout) -> Message {
         8 => Message::Request(block(input, piece)),
         9 => Message::Request(BlockRequest {
             piece,
-            begin: input.u32(),
-            length: input.u32(),
+            begin: input.u32_or0(),
+            length: input.u32_or0(),
         }),
         10 => Message::Cancel(block(input, piece)),
         11 => Message::Reject(block(input, piece)),

@@ -29,21 +29,8 @@ const KILLS: usize = 20;
 const PIECE: u32 = 32 * 1024;
 
 fn get_cmd(torrent: &Path, out: &Path, seeder: u16) -> Command {
-    let mut cmd = Command::new(essaim_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(out)
-        .args([
-            "--port",
-            "0",
-            "--listen-ip",
-            "127.0.0.1",
-            "--no-seed",
-            "--quiet",
-        ])
-        .args(["--peer", &local(seeder).to_string()])
-        .args(["--download-limit", "1MiB"]);
+    let mut cmd = essaim_get_cmd(torrent, out, &[local(seeder)]);
+    cmd.args(["--download-limit", "1MiB"]);
     cmd
 }
 

@@ -142,17 +142,8 @@ fn libtorrent_seeds_via_dht_essaim_gets_bare_magnet() {
     let _seeder = lt_seed_dht(&d.torrent(), &d.src(), lt_port, &[], &bed.bootstrap());
     bed.wait_announced(info_hash, local(lt_port));
 
-    let mut cmd = std::process::Command::new(essaim_bin());
-    cmd.args(["get", &magnet, "-o"]).arg(d.out()).args([
-        "--port",
-        "0",
-        "--listen-ip",
-        "127.0.0.1",
-        "--no-lsd",
-        "--no-seed",
-        "--quiet",
-        "--dht-state",
-    ]);
+    let mut cmd = essaim_get_cmd(&magnet, &d.out(), &[]);
+    cmd.args(["--no-lsd", "--dht-state"]);
     cmd.arg(d.path("dht.dat"));
     for b in bed.bootstrap().iter().rev() {
         cmd.args(["--dht-bootstrap", &b.to_string()]);

@@ -65,21 +65,7 @@ impl Drop for Tmpfs {
 }
 
 fn get_cmd(torrent: &Path, out: &Path, seeder: u16) -> Command {
-    let mut cmd = Command::new(essaim_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(out)
-        .args([
-            "--port",
-            "0",
-            "--listen-ip",
-            "127.0.0.1",
-            "--no-seed",
-            "--quiet",
-        ])
-        .args(["--peer", &local(seeder).to_string()]);
-    cmd
+    essaim_get_cmd(torrent, out, &[local(seeder)])
 }
 
 #[test]

@@ -122,15 +122,7 @@ fn magnet_with_peer(torrent: &std::path::Path, peer: std::net::SocketAddr) -> St
 /// `essaim get MAGNET -o OUT` to a successful exit; the metadata is saved
 /// as `OUT/NAME.torrent`.
 fn essaim_get_magnet(magnet: &str, out: &std::path::Path) {
-    let mut cmd = std::process::Command::new(essaim_bin());
-    cmd.args(["get", magnet, "-o"]).arg(out).args([
-        "--port",
-        "0",
-        "--listen-ip",
-        "127.0.0.1",
-        "--no-seed",
-        "--quiet",
-    ]);
+    let mut cmd = essaim_get_cmd(magnet, out, &[]);
     Proc::spawn("essaim-get-magnet", &mut cmd).expect_success(DEADLINE);
     assert!(out.join("multi.torrent").is_file(), "metadata not saved");
 }

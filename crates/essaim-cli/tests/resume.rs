@@ -51,22 +51,9 @@ fn verified_pieces(meta: &Metainfo, root: &Path) -> Vec<u32> {
 }
 
 fn get_cmd(torrent: &Path, out: &Path, seeder: u16) -> Command {
-    let mut cmd = Command::new(essaim_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(out)
-        .args([
-            "--port",
-            "0",
-            "--listen-ip",
-            "127.0.0.1",
-            "--no-seed",
-            "--quiet",
-        ])
-        .args(["--peer", &local(seeder).to_string()])
-        // Slow enough to stop it halfway.
-        .args(["--download-limit", "3MiB"]);
+    let mut cmd = essaim_get_cmd(torrent, out, &[local(seeder)]);
+    // Slow enough to stop it halfway.
+    cmd.args(["--download-limit", "3MiB"]);
     cmd
 }
 

@@ -500,6 +500,22 @@ fn note_first(first: &FirstPeer, start: tokio::time::Instant, source: PeerSource
     }
 }
 
+/// Passes a batch of peers on to a fetch, noting the first; `false` once
+/// the fetch is gone.
+async fn pass_on(
+    peers: Vec<SocketAddr>,
+    to: &mpsc::Sender<Vec<SocketAddr>>,
+    source: PeerSource,
+    start: tokio::time::Instant,
+    first: &FirstPeer,
+) -> bool {
+    if peers.is_empty() {
+        return true;
+    }
+    note_first(first, start, source);
+    to.send(peers).await.is_ok()
+}
+
 /// Passes a source's peers on to a fetch.
 async fn forward_peers(
     mut from: mpsc::Receiver<Vec<SocketAddr>>,
@@ -509,11 +525,7 @@ async fn forward_peers(
     first: FirstPeer,
 ) {
     while let Some(peers) = from.recv().await {
-        if peers.is_empty() {
-            continue;
-        }
-        note_first(&first, start, source);
-        if to.send(peers).await.is_err() {
+        if !pass_on(peers, &to, source, start, &first).await {
             return;
         }
     }
@@ -534,11 +546,7 @@ async fn dht_search(
         let mut rx = dht.get_peers(info_hash, None).await;
         let until = tokio::time::Instant::now() + wait;
         while let Ok(Some(peers)) = tokio::time::timeout_at(until, rx.recv()).await {
-            if peers.is_empty() {
-                continue;
-            }
-            note_first(&first, start, PeerSource::Dht);
-            if to.send(peers).await.is_err() {
+            if !pass_on(peers, &to, PeerSource::Dht, start, &first).await {
                 return;
             }
         }
@@ -569,10 +577,15 @@ async fn start_dht(config: &SessionConfig, listen: SocketAddr) -> Option<DhtHand
         None => DHT_ROUTERS.iter().map(|s| s.to_string()).collect(),
     };
     // Addresses now; names in the background (DNS may be slow or absent).
-    let (literal, names): (Vec<_>, Vec<_>) = names
-        .into_iter()
-        .partition(|n| n.parse::<SocketAddr>().is_ok());
-    let bootstrap: Vec<SocketAddr> = literal.iter().filter_map(|n| n.parse().ok()).collect();
+    let mut bootstrap: Vec<SocketAddr> = Vec::new();
+    let mut names_to_resolve = Vec::new();
+    for n in names {
+        match n.parse() {
+            Ok(addr) => bootstrap.push(addr),
+            Err(_) => names_to_resolve.push(n),
+        }
+    }
+    let names = names_to_resolve;
     let local = |ip: IpAddr| essaim_dht::id::is_local(ip);
     let mut dht_config = DhtConfig {
         // Loopback and LAN nodes are used when we listen on such an

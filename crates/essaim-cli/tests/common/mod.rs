@@ -490,11 +490,16 @@ pub fn essaim_seed(torrent: &Path, data: &Path, peers: &[SocketAddr]) -> (Proc, 
     (p, addr.port())
 }
 
-/// Runs `essaim get TORRENT -o OUT --port 0 --no-seed --quiet [--peer ...]`
-/// to a successful exit.
-pub fn essaim_get(torrent: &Path, out: &Path, peers: &[SocketAddr]) {
+/// `essaim get SOURCE -o OUT --port 0 --listen-ip 127.0.0.1 --no-seed
+/// --quiet [--peer ...]` (SOURCE: a .torrent or a magnet link), for the
+/// caller to add options to and run.
+pub fn essaim_get_cmd(
+    source: impl AsRef<std::ffi::OsStr>,
+    out: &Path,
+    peers: &[SocketAddr],
+) -> Command {
     let mut cmd = Command::new(essaim_bin());
-    cmd.arg("get").arg(torrent).arg("-o").arg(out).args([
+    cmd.arg("get").arg(source).arg("-o").arg(out).args([
         "--port",
         "0",
         "--listen-ip",
@@ -505,7 +510,12 @@ pub fn essaim_get(torrent: &Path, out: &Path, peers: &[SocketAddr]) {
     for peer in peers {
         cmd.args(["--peer", &peer.to_string()]);
     }
-    let mut p = Proc::spawn("essaim-get", &mut cmd);
+    cmd
+}
+
+/// Runs [`essaim_get_cmd`] to a successful exit.
+pub fn essaim_get(torrent: &Path, out: &Path, peers: &[SocketAddr]) {
+    let mut p = Proc::spawn("essaim-get", &mut essaim_get_cmd(torrent, out, peers));
     p.expect_success(DEADLINE);
 }
 
