@@ -163,8 +163,9 @@ async fn run(
                 debug!(path = %path.display(), nodes = state.nodes.len(), "DHT state loaded");
                 // Only nodes this socket can reach: a state file written
                 // by a node on the internet is not used on 127.0.0.1.
+                let local = socket.local_addr().ok();
                 let family_ok = |a: &SocketAddr| {
-                    local_addr_of(&socket).is_none_or(|l| {
+                    local.is_none_or(|l| {
                         a.is_ipv6() == l.is_ipv6()
                             && (!l.ip().is_loopback() || a.ip().is_loopback())
                     })
@@ -289,10 +290,6 @@ fn forget_if_unwanted(
 pub struct DhtState {
     pub id: Option<NodeId>,
     pub nodes: Vec<(NodeId, SocketAddr)>,
-}
-
-fn local_addr_of(socket: &UdpSocket) -> Option<SocketAddr> {
-    socket.local_addr().ok()
 }
 
 /// Encodes a node id and nodes as the state file holds them.
