@@ -2,23 +2,35 @@
 //!
 //! A seed whose uplink is the bottleneck loses time for every piece it
 //! sends twice while its leechers' uplinks sit idle. Like BEP 16
-//! (super-seeding), the seed hides its pieces and reveals them to each peer
-//! with `have` messages, always choosing the pieces revealed to the fewest
-//! peers so far: each peer downloads different pieces from the seed and
-//! trades them with the others.
+//! (super-seeding), the seed hides its pieces and reveals them with `have`
+//! messages, each piece to one peer: each peer downloads different pieces
+//! from the seed and trades them with the others.
+//!
+//! Pieces are revealed only to the peers the seed has unchoked, the ones
+//! that can fetch them now; a choked peer could not, and a piece left
+//! waiting for it would be a piece nobody fetches. A hidden seed looks
+//! empty, so its peers are not interested: the swarm lets the choker pick
+//! among every peer that lacks pieces ([`SuperSeed::wants_slot`]), and an
+//! unchoked peer is shown [`AHEAD`] pieces at once.
 //!
 //! Unlike BEP 16 as libtorrent implements it, a peer is not made to wait
 //! until its previous piece is seen elsewhere: as soon as it starts
-//! requesting the pieces revealed to it (or gets them from someone else), it
-//! is shown new ones, so that at least [`AHEAD`] unstarted pieces are always
-//! waiting for it and the seed's uplink never idles. Once every piece has
-//! been revealed at least once the mode ends and everything is announced:
-//! from then on the seed is an ordinary seed.
+//! requesting a piece revealed to it, it is shown a new one, so that
+//! [`AHEAD`] unstarted pieces are always waiting for it and the seed's
+//! uplink never idles. When the seed chokes a peer, what it had not
+//! finished goes back to the pool for the next unchoked peer. A revealed
+//! piece the peer passes over while it starts [`SKIPPED`] others goes back
+//! too; a peer that neither requests nor receives anything for [`STALE`]
+//! although pieces wait for it (it wants only some files, say) is shown
+//! everything and no longer steered. The mode ends when every piece is held by some peer: then
+//! everything is announced and the seed is an ordinary seed. (Ending it as
+//! soon as every piece has been *revealed* would let the peers fetch the
+//! last ones twice from the seed.)
 //!
-//! Invariants: `assigned[p]` is the number of peers `p` was revealed to
-//! (peers that left are taken off, unless they downloaded it); a piece is
-//! revealed to a peer at most once; `unassigned` counts pieces with
-//! `assigned == 0`.
+//! Invariants: `assigned[p]` counts the peers that were revealed `p` and
+//! either still work on it (unchoked, not done) or got it; a piece is
+//! revealed to a peer at most once; `fresh` counts the pieces with
+//! `assigned == 0` that no peer holds, `undone` the pieces no peer holds.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,9 +42,11 @@ use crate::swarm::PeerKey;
 
 /// Revealed pieces a peer has not started yet, kept waiting for it.
 pub const AHEAD: usize = 4;
-/// A revealed piece the peer has not started after this long is taken back
-/// (the peer may not want it, or be choked): it goes to others, and the
-/// peer, which picks for itself, is shown every piece from then on.
+/// A revealed piece passed over while the peer started this many others
+/// goes back to the pool (the peer does not seem to want it).
+pub const SKIPPED: u32 = 16;
+/// An unchoked peer with revealed pieces waiting that neither requests nor
+/// receives anything for this long is shown every piece from then on.
 pub const STALE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
@@ -40,19 +54,27 @@ struct Peer {
     /// Pieces revealed to this peer (announced with `have`).
     announced: Bitfield,
     /// Revealed pieces the peer has not requested from us nor got, with
-    /// when they were revealed.
-    unstarted: Vec<(u32, Instant)>,
+    /// the value of `starts` when they were revealed.
+    unstarted: Vec<(u32, u32)>,
     /// Revealed pieces the peer is fetching from us.
     started: Vec<u32>,
-    /// Shown everything: it left revealed pieces untouched (it wants only
-    /// some files, or is choked), so it is not steered any more.
+    /// Pieces started so far.
+    starts: u32,
+    /// Whether we have it unchoked.
+    unchoked: bool,
+    /// Its unchoke, its last request to us or our last block to it.
+    active_at: Instant,
+    /// Shown everything: it left revealed pieces untouched, so it is not
+    /// steered any more.
     open: bool,
 }
 
 #[derive(Debug)]
 pub struct SuperSeed {
     assigned: Vec<u32>,
-    unassigned: u32,
+    held: Bitfield,
+    fresh: u32,
+    undone: u32,
     peers: BTreeMap<PeerKey, Peer>,
     active: bool,
 }
@@ -64,7 +86,9 @@ impl SuperSeed {
     pub fn new(num_pieces: u32) -> Self {
         SuperSeed {
             assigned: vec![0; num_pieces as usize],
-            unassigned: num_pieces,
+            held: Bitfield::new(num_pieces),
+            fresh: num_pieces,
+            undone: num_pieces,
             peers: BTreeMap::new(),
             active: num_pieces > 0,
         }
@@ -82,16 +106,19 @@ impl SuperSeed {
             .is_some_and(|p| p.announced.get(piece))
     }
 
-    /// A new peer: its first pieces to announce.
-    pub fn peer_connected(
-        &mut self,
-        peer: PeerKey,
-        peer_has: &Bitfield,
-        now: Instant,
-        rng: &mut impl Rng,
-    ) -> Reveals {
+    /// Whether `peer` is a candidate for an upload slot although it may not
+    /// be interested: a peer of a hidden seed is not interested until it is
+    /// shown pieces, and it is shown pieces once unchoked. (The swarm asks
+    /// only for peers that lack pieces.) With no fresh piece left, the
+    /// ones the choked peers had come back as the rotation chokes them.
+    pub fn wants_slot(&self, peer: PeerKey) -> bool {
+        self.active && self.peers.get(&peer).is_some_and(|p| !p.open)
+    }
+
+    /// A new peer. Nothing is revealed before it is unchoked.
+    pub fn peer_connected(&mut self, peer: PeerKey, now: Instant) {
         if !self.active {
-            return Vec::new();
+            return;
         }
         self.peers.insert(
             peer,
@@ -99,15 +126,81 @@ impl SuperSeed {
                 announced: Bitfield::new(self.assigned.len() as u32),
                 unstarted: Vec::new(),
                 started: Vec::new(),
+                starts: 0,
+                unchoked: false,
+                active_at: now,
                 open: false,
             },
         );
+    }
+
+    /// We unchoked `peer`: its first pieces to fetch.
+    pub fn peer_unchoked(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Reveals {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        p.unchoked = true;
+        p.active_at = now;
         self.top_up(peer, peer_has, now, rng)
     }
 
+    /// We choked `peer`: the pieces it has not finished go to others.
+    pub fn peer_choked(&mut self, peer: PeerKey, peer_has: &Bitfield) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.unchoked = false;
+        let back: Vec<u32> = p
+            .unstarted
+            .drain(..)
+            .map(|(x, _)| x)
+            .chain(p.started.drain(..))
+            .filter(|&x| !peer_has.get(x))
+            .collect();
+        for piece in back {
+            self.unassign(piece);
+        }
+    }
+
+    /// We sent `peer` a block: it is busy fetching, not ignoring its
+    /// pieces (its requests may wait in our queue for a long time).
+    pub fn peer_served(&mut self, peer: PeerKey, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.active_at = now;
+        }
+    }
+
+    /// Some peer holds `piece` (it said so with `have` or a bitfield).
+    pub fn piece_held(&mut self, piece: u32) {
+        if !self.active || piece as usize >= self.assigned.len() || self.held.get(piece) {
+            return;
+        }
+        self.held.set(piece);
+        self.undone -= 1;
+        if self.assigned[piece as usize] == 0 {
+            self.fresh -= 1;
+        }
+        if self.undone == 0 {
+            self.active = false;
+        }
+    }
+
+    /// A peer's whole bitfield: every piece it holds.
+    pub fn pieces_held(&mut self, bits: &Bitfield) {
+        for piece in bits.iter_set() {
+            self.piece_held(piece);
+        }
+    }
+
     /// The peer's pieces changed (a `have`, or a bitfield), or time
-    /// passed: the revealed pieces it now has are done, stale ones are
-    /// taken back, and it is shown new ones.
+    /// passed: the revealed pieces it now has are done, passed-over ones
+    /// are taken back, and it is shown new ones.
     pub fn peer_has(
         &mut self,
         peer: PeerKey,
@@ -135,19 +228,36 @@ impl SuperSeed {
         let Some(p) = self.peers.get_mut(&peer) else {
             return Vec::new();
         };
+        p.active_at = now;
         if let Some(i) = p.unstarted.iter().position(|&(x, _)| x == piece) {
             p.unstarted.swap_remove(i);
             p.started.push(piece);
+            p.starts = p.starts.wrapping_add(1);
             return self.top_up(peer, peer_has, now, rng);
         }
+        if p.announced.get(piece) && !p.started.contains(&piece) && !peer_has.get(piece) {
+            // Shown earlier and taken back (it was choked, or passed it
+            // over): it wants it after all, so it counts again.
+            p.started.push(piece);
+            p.starts = p.starts.wrapping_add(1);
+            self.assign(piece);
+        }
         Vec::new()
+    }
+
+    fn assign(&mut self, piece: u32) {
+        let i = piece as usize;
+        if self.assigned[i] == 0 && !self.held.get(piece) {
+            self.fresh -= 1;
+        }
+        self.assigned[i] += 1;
     }
 
     fn unassign(&mut self, piece: u32) {
         if let Some(a) = self.assigned.get_mut(piece as usize) {
             *a = a.saturating_sub(1);
-            if *a == 0 {
-                self.unassigned += 1;
+            if *a == 0 && !self.held.get(piece) {
+                self.fresh += 1;
             }
         }
     }
@@ -164,7 +274,8 @@ impl SuperSeed {
         }
     }
 
-    /// Keeps [`AHEAD`] fresh unstarted pieces revealed to `peer`.
+    /// Keeps [`AHEAD`] fresh unstarted pieces revealed to an unchoked
+    /// `peer`.
     fn top_up(
         &mut self,
         peer: PeerKey,
@@ -172,47 +283,45 @@ impl SuperSeed {
         now: Instant,
         rng: &mut impl Rng,
     ) -> Reveals {
-        let mut out = Vec::new();
-        let mut stale = Vec::new();
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.unstarted.retain(|&(x, at)| {
-                let keep = now.saturating_duration_since(at) < STALE;
-                if !keep {
-                    stale.push(x);
-                }
-                keep
-            });
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        if !self.active || !p.unchoked || p.open {
+            return Vec::new();
         }
-        if !stale.is_empty() {
-            for piece in stale {
+        if !p.unstarted.is_empty() && now.saturating_duration_since(p.active_at) >= STALE {
+            let back: Vec<u32> = p.unstarted.drain(..).map(|(x, _)| x).collect();
+            for piece in back {
                 self.unassign(piece);
             }
             return self.open_up(peer, peer_has);
         }
-        if self.peers.get(&peer).is_some_and(|p| p.open) {
-            return out;
+        let starts = p.starts;
+        let mut skipped = Vec::new();
+        p.unstarted.retain(|&(x, at)| {
+            let keep = starts.wrapping_sub(at) < SKIPPED;
+            if !keep {
+                skipped.push(x);
+            }
+            keep
+        });
+        for piece in skipped {
+            self.unassign(piece);
         }
+        let mut out = Vec::new();
         while let Some(p) = self.peers.get(&peer) {
-            if p.unstarted.len() >= AHEAD {
+            if p.unstarted.len() >= AHEAD || self.fresh == 0 {
                 break;
             }
-            let Some(piece) = self.least_assigned(&p.announced, peer_has, rng) else {
+            let Some(piece) = self.pick_fresh(&p.announced, peer_has, rng) else {
                 break;
             };
-            let a = &mut self.assigned[piece as usize];
-            if *a == 0 {
-                self.unassigned -= 1;
-            }
-            *a += 1;
+            self.assign(piece);
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.announced.set(piece);
-                p.unstarted.push((piece, now));
+                p.unstarted.push((piece, p.starts));
             }
             out.push((peer, piece));
-            if self.unassigned == 0 {
-                self.active = false;
-                break;
-            }
         }
         out
     }
@@ -233,34 +342,20 @@ impl SuperSeed {
         out
     }
 
-    /// The least-revealed piece this peer lacks and was not shown, ties
-    /// broken at random.
-    fn least_assigned(
-        &self,
-        announced: &Bitfield,
-        has: &Bitfield,
-        rng: &mut impl Rng,
-    ) -> Option<u32> {
+    /// A piece nobody holds nor works on that this peer lacks and was not
+    /// shown, starting from a random place.
+    fn pick_fresh(&self, announced: &Bitfield, has: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
         let n = self.assigned.len() as u32;
         if n == 0 {
             return None;
         }
         let start = rng.gen_range(0..n);
-        let mut best: Option<(u32, u32)> = None;
-        for i in 0..n {
-            let piece = (start + i) % n;
-            if announced.get(piece) || has.get(piece) {
-                continue;
-            }
-            let a = self.assigned[piece as usize];
-            if best.is_none_or(|(_, b)| a < b) {
-                best = Some((piece, a));
-                if a == 0 {
-                    break;
-                }
-            }
-        }
-        best.map(|(p, _)| p)
+        (0..n).map(|i| (start + i) % n).find(|&piece| {
+            self.assigned[piece as usize] == 0
+                && !self.held.get(piece)
+                && !announced.get(piece)
+                && !has.get(piece)
+        })
     }
 }
 
@@ -269,6 +364,10 @@ mod tests {
     use super::*;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
+
+    fn pieces(r: Reveals) -> Vec<u32> {
+        r.iter().map(|x| x.1).collect()
+    }
 
     #[test]
     fn every_piece_is_revealed_once_before_any_twice() {
@@ -279,30 +378,69 @@ mod tests {
         let none = Bitfield::new(n);
         let mut seen = std::collections::HashMap::new();
         for peer in 0..5u64 {
-            for (_, piece) in s.peer_connected(peer, &none, t0, &mut rng) {
+            s.peer_connected(peer, t0);
+            for piece in pieces(s.peer_unchoked(peer, &none, t0, &mut rng)) {
                 *seen.entry(piece).or_insert(0) += 1;
             }
         }
         assert_eq!(seen.len(), 20, "5 peers × 4 distinct pieces");
-        assert!(seen.values().all(|&c| c == 1));
         // Each peer starts its pieces: more are revealed, still distinct,
-        // until all 40 are out; then the mode ends.
-        for round in 0..4 {
+        // until all 40 are out.
+        for _ in 0..4 {
             for peer in 0..5u64 {
                 let first = s.peers[&peer].unstarted[0].0;
-                for (_, piece) in s.peer_requested(peer, first, &none, t0, &mut rng) {
+                for piece in pieces(s.peer_requested(peer, first, &none, t0, &mut rng)) {
                     *seen.entry(piece).or_insert(0) += 1;
                 }
-            }
-            let _ = round;
-            if !s.is_active() {
-                break;
             }
         }
         assert_eq!(seen.len(), 40);
         assert!(seen.values().all(|&c| c == 1), "{seen:?}");
-        assert!(!s.is_active());
         assert!(s.peers.values().all(|p| p.announced.count() == 8));
+        // All revealed, none held yet: the mode goes on (the peers must not
+        // fetch the last pieces twice), and nobody needs a new slot for
+        // pieces it does not have.
+        assert!(s.is_active());
+        s.peer_connected(9, t0);
+        assert!(s.peer_unchoked(9, &none, t0, &mut rng).is_empty());
+        // The pieces arrive: once all are held, the mode ends.
+        for piece in 0..n {
+            assert!(s.is_active());
+            s.piece_held(piece);
+        }
+        assert!(!s.is_active());
+    }
+
+    #[test]
+    fn only_unchoked_peers_are_shown_pieces_and_a_choke_takes_them_back() {
+        let mut rng = SmallRng::seed_from_u64(4);
+        let t0 = Instant::now();
+        let n = 12;
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        s.peer_connected(2, t0);
+        // Nothing is shown to a choked peer, but it wants a slot.
+        assert!(s.peer_has(1, &none, t0, &mut rng).is_empty());
+        assert!(s.wants_slot(1) && s.wants_slot(2));
+        let first = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        assert_eq!(first.len(), AHEAD);
+        assert_eq!(s.fresh, n - AHEAD as u32);
+        // It starts one and gets part of it, then is choked: all it had not
+        // finished returns to the pool...
+        let _ = s.peer_requested(1, first[0], &none, t0, &mut rng);
+        s.peer_choked(1, &none);
+        assert_eq!(s.fresh, n);
+        assert!(s.assigned.iter().all(|&a| a == 0));
+        // ...and goes to the next unchoked peer.
+        let second = pieces(s.peer_unchoked(2, &none, t0, &mut rng));
+        assert_eq!(second.len(), AHEAD);
+        // Peer 1, unchoked later, asks for a piece it was shown before the
+        // choke: it counts again (the seed serves it).
+        let _ = s.peer_unchoked(1, &none, t0, &mut rng);
+        let before = s.assigned[first[1] as usize];
+        let _ = s.peer_requested(1, first[1], &none, t0, &mut rng);
+        assert_eq!(s.assigned[first[1] as usize], before + 1);
     }
 
     #[test]
@@ -314,16 +452,17 @@ mod tests {
         for p in 0..6 {
             has.set(p);
         }
-        let r = s.peer_connected(1, &has, t0, &mut rng);
-        let mut got: Vec<u32> = r.iter().map(|x| x.1).collect();
+        s.peer_connected(1, t0);
+        let mut got = pieces(s.peer_unchoked(1, &has, t0, &mut rng));
         got.sort_unstable();
         assert_eq!(got, vec![6, 7]);
-        assert_eq!((s.assigned[6], s.assigned[7], s.unassigned), (1, 1, 6));
+        assert_eq!((s.assigned[6], s.assigned[7], s.fresh), (1, 1, 6));
         s.peer_gone(1, &has);
         // 6 and 7 are back in the pool.
-        assert_eq!((s.assigned[6], s.assigned[7], s.unassigned), (0, 0, 8));
+        assert_eq!((s.assigned[6], s.assigned[7], s.fresh), (0, 0, 8));
         // Had they been downloaded, they would stay counted.
-        s.peer_connected(3, &has, t0, &mut rng);
+        s.peer_connected(3, t0);
+        let _ = s.peer_unchoked(3, &has, t0, &mut rng);
         let mut all = has.clone();
         all.set(6);
         all.set(7);
@@ -338,23 +477,53 @@ mod tests {
         let n = 12;
         let none = Bitfield::new(n);
         let mut s = SuperSeed::new(n);
-        let reveal = |r: Reveals| -> Vec<u32> { r.iter().map(|x| x.1).collect() };
-        let first = reveal(s.peer_connected(1, &none, t0, &mut rng));
+        s.peer_connected(1, t0);
+        let first = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
         assert_eq!(first.len(), AHEAD);
         // Nothing happens for a while: nothing new before STALE...
         assert!(s.peer_has(1, &none, t0 + STALE / 2, &mut rng).is_empty());
-        // ...then the stale four go back to the pool and the peer sees all.
-        let next = reveal(s.peer_has(1, &none, t0 + STALE, &mut rng));
+        // ...then the four go back to the pool and the peer sees all.
+        let next = pieces(s.peer_has(1, &none, t0 + STALE, &mut rng));
         assert_eq!(next.len(), n as usize - AHEAD);
-        assert!(
-            next.iter().all(|p| !first.contains(p)),
-            "{first:?} {next:?}"
-        );
+        assert!(next.iter().all(|p| !first.contains(p)), "{first:?} {next:?}");
         for p in &first {
             assert_eq!(s.assigned[*p as usize], 0);
         }
-        // Nothing more for it; others are still steered.
+        // Nothing more for it, no slot; others are still steered.
         assert!(s.peer_has(1, &none, t0 + STALE * 3, &mut rng).is_empty());
-        assert_eq!(s.peer_connected(2, &none, t0, &mut rng).len(), AHEAD);
+        assert!(!s.wants_slot(1));
+        s.peer_connected(2, t0);
+        assert_eq!(s.peer_unchoked(2, &none, t0, &mut rng).len(), AHEAD);
+    }
+
+    #[test]
+    fn a_busy_peer_is_not_stale_but_a_passed_over_piece_goes_back() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let t0 = Instant::now();
+        let n = 200;
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let ignored = shown[0];
+        // The peer keeps fetching (slowly: large pieces) every piece but
+        // one: it is never opened up, and the ignored piece goes back to
+        // the pool once SKIPPED others were started after it.
+        let mut t = t0;
+        for i in 0..SKIPPED {
+            t += STALE / 2;
+            let next = s.peers[&1]
+                .unstarted
+                .iter()
+                .map(|&(x, _)| x)
+                .find(|&x| x != ignored)
+                .expect("pieces wait for it");
+            let _ = s.peer_requested(1, next, &none, t, &mut rng);
+            assert!(!s.peers[&1].open, "after {i} starts");
+            let waiting = s.peers[&1].unstarted.iter().any(|&(x, _)| x == ignored);
+            assert_eq!(waiting, i + 1 < SKIPPED, "after {} starts", i + 1);
+        }
+        assert_eq!(s.assigned[ignored as usize], 0);
+        assert_eq!(s.peers[&1].unstarted.len(), AHEAD);
     }
 }

@@ -397,13 +397,9 @@ impl Swarm {
             );
         }
         if let Some(ss) = self.super_seed.as_mut() {
-            let reveals = ss.peer_connected(
-                peer,
-                &Bitfield::new(self.layout.num_pieces()),
-                now,
-                &mut self.rng,
-            );
-            self.reveal(reveals);
+            // Shown pieces once unchoked: a free slot is its at once.
+            ss.peer_connected(peer, now);
+            self.fill_slots(now);
         }
     }
 
@@ -489,6 +485,9 @@ impl Swarm {
             p.serving = p.serving.saturating_sub(1);
             p.upload.add(u64::from(bytes), now);
             self.stats.uploaded += u64::from(bytes);
+            if let Some(ss) = self.super_seed.as_mut() {
+                ss.peer_served(peer, now);
+            }
         }
         self.pump_serving(peer);
     }
@@ -522,11 +521,13 @@ impl Swarm {
                     continue;
                 };
                 let has = p.bitfield.get(piece);
-                if has {
-                    if !self.picker.is_skipped(piece) {
-                        p.wanted = p.wanted.saturating_sub(1);
-                    }
-                } else {
+                if has && !self.picker.is_skipped(piece) {
+                    p.wanted = p.wanted.saturating_sub(1);
+                }
+                // Also to peers that have the piece (all but seeds): an
+                // initial seed learns from our `have` that its piece
+                // arrived (BEP 16 relies on it).
+                if !p.is_seed() {
                     self.send(key, Message::Have { piece });
                 }
                 self.update_interest(key);
@@ -678,6 +679,9 @@ impl Swarm {
                     return Err(format!("have for piece {piece} of {n}"));
                 }
                 if p.bitfield.set(piece) {
+                    if let Some(ss) = self.super_seed.as_mut() {
+                        ss.piece_held(piece);
+                    }
                     self.picker.peer_has(piece);
                     if self.picker.wants(piece) {
                         p.wanted += 1;
@@ -733,6 +737,9 @@ impl Swarm {
         };
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_bitfield(&bits);
+        if let Some(ss) = self.super_seed.as_mut() {
+            ss.pieces_held(&bits);
+        }
         let picker = &self.picker;
         p.wanted = bits.iter_set().filter(|&i| picker.wants(i)).count() as u32;
         p.bitfield = bits;
@@ -1054,7 +1061,7 @@ impl Swarm {
         let waiting: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.am_choking && p.peer_interested)
+            .filter(|(k, p)| p.am_choking && self.wants_upload(**k, p))
             .map(|(k, _)| *k)
             .collect();
         for key in waiting {
@@ -1064,6 +1071,13 @@ impl Swarm {
             self.set_choke(key, false, now);
             free -= 1;
         }
+    }
+
+    /// Whether `p` would use an upload slot: it is interested, or, while
+    /// the initial seeding hides our pieces, it lacks some.
+    fn wants_upload(&self, key: PeerKey, p: &PeerState) -> bool {
+        p.peer_interested
+            || (!p.is_seed() && self.super_seed.as_ref().is_some_and(|ss| ss.wants_slot(key)))
     }
 
     fn set_choke(&mut self, peer: PeerKey, choke: bool, now: Instant) {
@@ -1084,9 +1098,16 @@ impl Swarm {
                     self.send(peer, Message::Reject(r));
                 }
             }
+            if let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) {
+                ss.peer_choked(peer, &p.bitfield);
+            }
         } else {
             p.unchoked_since = Some(now);
             self.send(peer, Message::Unchoke);
+            if let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) {
+                let reveals = ss.peer_unchoked(peer, &p.bitfield, now, &mut self.rng);
+                self.reveal(reveals);
+            }
         }
     }
 
@@ -1173,12 +1194,18 @@ impl Swarm {
 
     fn rechoke(&mut self, now: Instant) {
         let seeding = self.picker.is_complete();
+        let wants: Vec<bool> = self
+            .peers
+            .iter()
+            .map(|(&key, p)| self.wants_upload(key, p))
+            .collect();
         let candidates: Vec<ChokerPeer> = self
             .peers
             .iter_mut()
-            .map(|(&key, p)| ChokerPeer {
+            .zip(wants)
+            .map(|((&key, p), interested)| ChokerPeer {
                 key,
-                interested: p.peer_interested,
+                interested,
                 download_rate: p.download.rate(now),
                 upload_rate: p.upload.rate(now),
                 snubbed: p.snubbed,

@@ -1083,3 +1083,73 @@ fn dht_port_messages() {
         }
     }
 }
+
+
+/// The swarm of `bench/swarm.sh` in small: a seed and 20 leechers, all
+/// uplinks equal, so the seed's uplink is the bottleneck. Initial seeding
+/// must send each piece about once, and the last leecher finish close to
+/// the bound F / u (everyone else's uplinks have room to spare).
+#[test]
+fn initial_seed_sends_each_piece_about_once() {
+    let up = 64 * 1024;
+    let up_cap = up as f64;
+    let content = Content::random(PIECE, 64 * u64::from(PIECE), 21);
+    let total = content.layout.total_length();
+    let mut specs = vec![NodeSpec::seed().uplink(up)];
+    let slots: usize = std::env::var("SIM_SLOTS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    specs.extend((0..20).map(|_| NodeSpec::leecher().uplink(up).slots(slots)));
+    let mut sim = Sim::new(content, &specs, 21);
+    sim.connect_all(5..40, true);
+    let debug = std::env::var("SIM_DEBUG").is_ok();
+    let mut next = secs(5);
+    sim.run_until(secs(600), |s| {
+        if debug && s.t >= next {
+            next += secs(5);
+            let now = s.now();
+            let up: u64 = (1..21).map(|i| s.nodes[i].swarm.stats(now).uploaded).sum();
+            let have: u64 = (1..21).map(|i| s.nodes[i].swarm.stats(now).pieces_have as u64).sum();
+            eprintln!(
+                "t={:?} seed up {} leechers up {} ({:.0}% of capacity) pieces held {}",
+                s.t,
+                s.nodes[0].swarm.stats(now).uploaded,
+                up,
+                100.0 * up as f64 / (20.0 * up_cap * s.t.as_secs_f64()),
+                have
+            );
+        }
+        leechers_complete(s, 1..21)
+    });
+    sim.assert_all_data_correct();
+    let now = sim.now();
+    let sent = sim.nodes[0].swarm.stats(now).uploaded;
+    let copies = sent as f64 / total as f64;
+    let bound = total as f64 / up as f64;
+    let ratio = sim.t.as_secs_f64() / bound;
+    eprintln!("seed sent {copies:.3} copies; last leecher at {ratio:.3} x the bound");
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let mut per: std::collections::BTreeMap<u32, Vec<(u64, usize)>> = Default::default();
+        let mut haves: std::collections::BTreeMap<u32, Vec<(u64, usize)>> = Default::default();
+        for m in &sim.log {
+            if m.from == 0 {
+                if let Message::Piece { piece, begin: 0, .. } = m.msg {
+                    per.entry(piece).or_default().push((m.t.as_millis() as u64, m.to));
+                }
+                if let Message::Have { piece } = m.msg {
+                    haves.entry(piece).or_default().push((m.t.as_millis() as u64, m.to));
+                }
+            }
+        }
+        for (p, v) in &per {
+            if v.len() > 1 {
+                eprintln!("piece {p}: sent {v:?} revealed {:?}", haves.get(p).map(|h| &h[..h.len().min(4)]));
+            }
+        }
+        for m in &sim.log {
+            if m.from == 0 && matches!(m.msg, Message::Choke | Message::Unchoke) {
+                eprintln!("{:?} -> {} {:?}", m.t, m.to, m.msg);
+            }
+        }
+    }
+    assert!(copies < 1.10, "the seed sent {copies:.3} copies");
+    assert!(ratio < 1.25, "last leecher at {ratio:.3} x the bound");
+}
