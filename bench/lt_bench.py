@@ -102,13 +102,18 @@ def errors(ses):
 
 def seed_forever(ses, h):
     last = 0.0
-    while True:
-        errors(ses)
-        if time.monotonic() - last > 5:
-            s = h.status()
-            log(f"seeding: peers={s.num_peers} up={s.upload_payload_rate} B/s total={s.all_time_upload}")
-            last = time.monotonic()
-        ses.wait_for_alert(1000)
+    try:
+        while True:
+            errors(ses)
+            if time.monotonic() - last > 5:
+                s = h.status()
+                log(f"seeding: peers={s.num_peers} up={s.upload_payload_rate} B/s total={s.all_time_upload}")
+                last = time.monotonic()
+            ses.wait_for_alert(1000)
+    except KeyboardInterrupt:
+        # The same words as `essaim seed` on Ctrl-C (bench/swarm.py reads them).
+        log(f"interrupted: uploaded {h.status().total_payload_upload} bytes")
+        sys.exit(130)
 
 
 def cmd_seed(args):

@@ -23,6 +23,7 @@ import ctypes
 import filecmp
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,20 @@ class Proc:
         except (OSError, IndexError, ValueError):
             return 0.0
 
+    def interrupt(self, timeout=10):
+        """Ctrl-C, and wait for the exit; returns the bytes it says it
+        uploaded (`uploaded N bytes` on stderr), if it says so."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        self.err.flush()
+        with open(self.err.name, "rb") as f:
+            m = re.findall(rb"uploaded (\d+) bytes", f.read())
+        return int(m[-1]) if m else None
+
     def stop(self):
         if self.p.poll() is None:
             self.p.terminate()
@@ -128,7 +143,8 @@ def free_port(used):
 
 
 def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
-    """Returns (completion times in s, or None per leecher; failures; total CPU s)."""
+    """Returns (completion times in s, or None per leecher; failures; total CPU s;
+    bytes the seeder uploaded, if it said)."""
     events = queue.Queue()
     procs = []
     try:
@@ -152,6 +168,7 @@ def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
         wait_marker(seeder, events, seed_marker, 300)
         leechers = []
         t0 = time.monotonic()
+        log(f"t0 wall clock {time.time():.3f}")
         for i in range(a.leechers):
             out = os.path.join(a.work, "out", client, str(i))
             os.makedirs(out, exist_ok=True)
@@ -192,6 +209,7 @@ def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
                 done[p] = when - t0
                 log(f"{client}: {p.name} complete at {done[p]:.1f} s ({len(done)}/{len(leechers)})")
         cpu = sum(p.cpu_s() for p in procs if p is not tracker)
+        seed_sent = seeder.interrupt()
     finally:
         for p in reversed(procs):
             p.stop()
@@ -202,7 +220,7 @@ def run_swarm(client, a, data_dir, torrent_of, logdir, ports):
             del done[p]
     for p, why in failed.items():
         log(f"{client}: {p.name} failed: {why} (logs: {logdir}/{p.name}.*)")
-    return sorted(done.values()), [f"{p.name}: {why}" for p, why in failed.items()], cpu
+    return sorted(done.values()), [f"{p.name}: {why}" for p, why in failed.items()], cpu, seed_sent
 
 
 def main():
@@ -249,15 +267,16 @@ def main():
             results[client] = run_swarm(client, a, data_dir, torrent_of, logdir, ports)
         except RuntimeError as e:
             log(f"{client}: {e}")
-            results[client] = ([], [str(e)], 0.0)
+            results[client] = ([], [str(e)], 0.0, None)
 
     print(f"swarm of 1 seeder + {n} leechers on 127.0.0.1, each its own process: {human(f)} file, "
           f"{human(a.piece_size)} pieces, every upload capped at {human(u)}/s (the seeder's too), "
           f"no download cap, essaim tracker")
-    headers = ["client", "complete", "first s", "median s", "last s", "bound s", "last/bound", "CPU s (all)"]
+    headers = ["client", "complete", "first s", "median s", "last s", "bound s", "last/bound", "seed sent",
+               "CPU s (all)"]
     lines = []
     failures = 0
-    for client, (times, failed, cpu) in results.items():
+    for client, (times, failed, cpu, seed_sent) in results.items():
         failures += len(failed)
         last = times[-1] if times and not failed else None
         lines.append([
@@ -267,6 +286,7 @@ def main():
             f"{last:.1f}" if last is not None else "-",
             f"{bound:.1f}",
             f"{last / bound:.2f}" if last is not None else "-",
+            f"{seed_sent / f:.2f} F" if seed_sent is not None else "-",
             f"{cpu:.1f}",
         ])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(headers)]
@@ -277,8 +297,9 @@ def main():
     print(f"bound = max(F/u_seed, N*F/(u_seed + N*u_peer)) = max({f / u:.1f}, {n * f / (u + n * u):.1f}) = "
           f"{bound:.1f} s with F = {human(f)}, N = {n}, u_seed = u_peer = {human(u)}/s")
     print("times from just before the first leecher was started to each leecher's own "
-          "`complete` line; a last/bound below 1 would mean a cap was not enforced")
-    for client, (_, failed, _) in results.items():
+          "`complete` line; a last/bound below 1 would mean a cap was not enforced; seed sent: the "
+          "seeder's payload upload in copies of the file F (each piece once before any twice gives 1.00)")
+    for client, (_, failed, _, _) in results.items():
         for why in failed:
             print(f"failed: {client}: {why}")
     sys.exit(1 if failures else 0)

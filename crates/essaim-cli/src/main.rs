@@ -556,8 +556,11 @@ async fn transfer(
         Outcome::Interrupted => {
             let complete = status.stats.pieces_have == status.stats.num_pieces;
             eprintln!(
-                "interrupted: {}/{} pieces verified",
-                status.stats.pieces_have, status.stats.num_pieces
+                "interrupted: {}/{} pieces verified; this run downloaded {} bytes, uploaded {} bytes",
+                status.stats.pieces_have,
+                status.stats.num_pieces,
+                status.stats.downloaded,
+                status.stats.uploaded
             );
             Ok(if complete {
                 ExitCode::SUCCESS

@@ -12,6 +12,15 @@
 //!   keep it (fastest first); the other slots go to waiting peers, the one
 //!   unchoked longest ago (or never) first; a peer that held its slot longer
 //!   goes to the back. So every interested peer gets served in turn.
+//! - While initial seeding ([`crate::super_seed`]): as while seeding, but
+//!   nothing rotates, the optimistic slot neither: a peer keeps its slot
+//!   until it leaves or stops wanting it. Each piece a peer is fetching
+//!   from us exists nowhere else yet: a choke halfway through would have
+//!   the seed send it again to someone else. Peers trade what they got
+//!   among themselves, and rotation resumes once every piece is out.
+//!   (Measured with `bench/swarm.sh`: with the rotation, the seed sent 4%
+//!   of the file twice and the last of 20 leechers finished at 1.12–1.13×
+//!   the bound; without, 1.09×.)
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +29,17 @@ use rand::Rng;
 pub const RECHOKE_INTERVAL: Duration = Duration::from_secs(10);
 pub const OPTIMISTIC_INTERVAL: Duration = Duration::from_secs(30);
 pub const SEED_ROTATE_AFTER: Duration = Duration::from_secs(30);
+
+/// What we are doing, which decides how peers are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChokeMode {
+    /// Downloading: tit-for-tat.
+    Leeching,
+    /// Seeding: everyone in turn.
+    Seeding,
+    /// Seeding with the pieces hidden ([`crate::super_seed`]): no rotation.
+    InitialSeeding,
+}
 
 /// What the choker needs to know of a peer.
 #[derive(Debug, Clone, Copy)]
@@ -59,10 +79,12 @@ impl Choker {
     pub fn decide(
         &mut self,
         peers: &[ChokerPeer],
-        seeding: bool,
+        mode: ChokeMode,
         now: Instant,
         rng: &mut impl Rng,
     ) -> Vec<u64> {
+        let seeding = mode != ChokeMode::Leeching;
+        let rotate = mode == ChokeMode::Seeding;
         let mut ranked: Vec<&ChokerPeer> = peers
             .iter()
             .filter(|p| p.interested && (seeding || !p.snubbed))
@@ -70,9 +92,9 @@ impl Choker {
         if seeding {
             let last = &self.last_unchoked;
             ranked.sort_by_key(|p| {
-                let overdue = p
-                    .unchoked_since
-                    .is_some_and(|t| now.saturating_duration_since(t) > SEED_ROTATE_AFTER);
+                let overdue = rotate
+                    && p.unchoked_since
+                        .is_some_and(|t| now.saturating_duration_since(t) > SEED_ROTATE_AFTER);
                 let waiting = p.unchoked_since.is_none();
                 let rate = if waiting { 0 } else { p.upload_rate };
                 (
@@ -92,9 +114,10 @@ impl Choker {
         let current_valid = self
             .optimistic
             .is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested));
-        let due = self
-            .optimistic_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_INTERVAL);
+        let due = mode != ChokeMode::InitialSeeding
+            && self
+                .optimistic_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_INTERVAL);
         if !current_valid || due {
             let candidates: Vec<u64> = peers
                 .iter()
@@ -213,7 +236,7 @@ mod tests {
             peer(3, 30, 0),
             peer(4, 0, 0),
         ];
-        let u = c.decide(&peers, false, now, &mut rng);
+        let u = c.decide(&peers, ChokeMode::Leeching, now, &mut rng);
         assert_eq!(&u[..2], &[2, 3]);
         assert_eq!(u.len(), 3);
         assert!(u[2] == 1 || u[2] == 4);
@@ -228,7 +251,7 @@ mod tests {
         let mut bored = peer(2, 90, 0);
         bored.interested = false;
         let peers = [snubbed, bored, peer(3, 5, 0), peer(4, 1, 0)];
-        let u = c.decide(&peers, false, Instant::now(), &mut rng);
+        let u = c.decide(&peers, ChokeMode::Leeching, Instant::now(), &mut rng);
         assert_eq!(&u[..2], &[3, 4]);
         assert!(!u.contains(&2));
     }
@@ -239,15 +262,20 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let t0 = Instant::now();
         let peers: Vec<_> = (0..10).map(|k| peer(k, 0, 0)).collect();
-        let first = c.decide(&peers, false, t0, &mut rng);
+        let first = c.decide(&peers, ChokeMode::Leeching, t0, &mut rng);
         assert_eq!(first.len(), 1);
         assert_eq!(
-            c.decide(&peers, false, t0 + RECHOKE_INTERVAL, &mut rng),
+            c.decide(&peers, ChokeMode::Leeching, t0 + RECHOKE_INTERVAL, &mut rng),
             first
         );
         let mut seen = std::collections::HashSet::new();
         for i in 1..20 {
-            seen.extend(c.decide(&peers, false, t0 + OPTIMISTIC_INTERVAL * i, &mut rng));
+            seen.extend(c.decide(
+                &peers,
+                ChokeMode::Leeching,
+                t0 + OPTIMISTIC_INTERVAL * i,
+                &mut rng,
+            ));
         }
         assert!(seen.len() > 3);
     }
@@ -260,10 +288,41 @@ mod tests {
         let mut a = peer(1, 0, 1000);
         a.unchoked_since = Some(now);
         let b = peer(2, 0, 10);
-        let u = c.decide(&[a, b], true, now + Duration::from_secs(5), &mut rng);
+        let u = c.decide(
+            &[a, b],
+            ChokeMode::Seeding,
+            now + Duration::from_secs(5),
+            &mut rng,
+        );
         assert_eq!(u[0], 1);
-        let u = c.decide(&[a, b], true, now + SEED_ROTATE_AFTER * 2, &mut rng);
+        let u = c.decide(
+            &[a, b],
+            ChokeMode::Seeding,
+            now + SEED_ROTATE_AFTER * 2,
+            &mut rng,
+        );
         assert_eq!(u[0], 2, "the long-served peer yields its slot");
+    }
+
+    #[test]
+    fn initial_seeding_keeps_every_slot() {
+        let mut c = Choker::new(1);
+        let mut rng = SmallRng::seed_from_u64(5);
+        let now = Instant::now();
+        let mut a = peer(1, 0, 1000);
+        a.unchoked_since = Some(now);
+        let peers = [a, peer(2, 0, 10), peer(3, 0, 10), peer(4, 0, 10)];
+        let mode = ChokeMode::InitialSeeding;
+        let first = c.decide(&peers, mode, now, &mut rng);
+        assert_eq!((first.len(), first[0]), (2, 1));
+        for i in 1..10 {
+            let u = c.decide(&peers, mode, now + SEED_ROTATE_AFTER * i, &mut rng);
+            assert_eq!(u, first, "after {i} rotation periods");
+        }
+        // Once every piece is out, they rotate.
+        let later = now + SEED_ROTATE_AFTER * 11;
+        let u = c.decide(&peers, ChokeMode::Seeding, later, &mut rng);
+        assert_ne!(u[0], 1);
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub struct SuperSeed {
     undone: u32,
     peers: BTreeMap<PeerKey, Peer>,
     active: bool,
+    pub dbg: [u32; 6],
 }
 
 /// Pieces to announce to a peer with `have`.
@@ -91,6 +92,7 @@ impl SuperSeed {
             undone: num_pieces,
             peers: BTreeMap::new(),
             active: num_pieces > 0,
+            dbg: [0; 6],
         }
     }
 
@@ -156,6 +158,8 @@ impl SuperSeed {
             return;
         };
         p.unchoked = false;
+        self.dbg[0] += p.started.iter().filter(|&&x| !peer_has.get(x)).count() as u32;
+        self.dbg[1] += p.unstarted.len() as u32;
         let back: Vec<u32> = p
             .unstarted
             .drain(..)
@@ -238,6 +242,7 @@ impl SuperSeed {
         if p.announced.get(piece) && !p.started.contains(&piece) && !peer_has.get(piece) {
             // Shown earlier and taken back (it was choked, or passed it
             // over): it wants it after all, so it counts again.
+            self.dbg[2] += 1;
             p.started.push(piece);
             p.starts = p.starts.wrapping_add(1);
             self.assign(piece);
@@ -291,6 +296,7 @@ impl SuperSeed {
         }
         if !p.unstarted.is_empty() && now.saturating_duration_since(p.active_at) >= STALE {
             let back: Vec<u32> = p.unstarted.drain(..).map(|(x, _)| x).collect();
+            self.dbg[4] += 1;
             for piece in back {
                 self.unassign(piece);
             }
@@ -306,6 +312,7 @@ impl SuperSeed {
             keep
         });
         for piece in skipped {
+            self.dbg[3] += 1;
             self.unassign(piece);
         }
         let mut out = Vec::new();
@@ -485,7 +492,10 @@ mod tests {
         // ...then the four go back to the pool and the peer sees all.
         let next = pieces(s.peer_has(1, &none, t0 + STALE, &mut rng));
         assert_eq!(next.len(), n as usize - AHEAD);
-        assert!(next.iter().all(|p| !first.contains(p)), "{first:?} {next:?}");
+        assert!(
+            next.iter().all(|p| !first.contains(p)),
+            "{first:?} {next:?}"
+        );
         for p in &first {
             assert_eq!(s.assigned[*p as usize], 0);
         }

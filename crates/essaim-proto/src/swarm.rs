@@ -34,7 +34,7 @@ use essaim_wire::peer::{BlockRequest, Message};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::choker::{Choker, ChokerPeer, RECHOKE_INTERVAL};
+use crate::choker::{ChokeMode, Choker, ChokerPeer, RECHOKE_INTERVAL};
 use crate::peer_state::{PeerState, MAX_SERVE_QUEUE, MAX_SERVING};
 use crate::pex::{filter_added, PexState};
 use crate::piece_picker::{BlockReceived, BlockRef, PiecePicker};
@@ -429,6 +429,7 @@ impl Swarm {
             self.super_seed = Some(ss);
             return;
         }
+        eprintln!("XXX initial seeding ended at {:?} uploaded {} dbg (choke-started, choke-unstarted, rerequest, skipped, opened) {:?}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap(), self.stats.uploaded, ss.dbg);
         let n = self.layout.num_pieces();
         let mut msgs = Vec::new();
         for (&key, p) in &self.peers {
@@ -673,6 +674,20 @@ impl Swarm {
             Message::NotInterested => {
                 p.peer_interested = false;
                 p.serve_queue.clear();
+                // Its slot would sit idle until the next rechoke: it goes
+                // to a peer that wants it. (While a hidden initial seed
+                // steers the peer, it is not interested until shown pieces.)
+                let unchoked = !p.am_choking;
+                let key = peer;
+                if unchoked
+                    && !self
+                        .peers
+                        .get(&key)
+                        .is_some_and(|p| self.wants_upload(key, p))
+                {
+                    self.set_choke(peer, true, now);
+                    self.fill_slots(now);
+                }
             }
             Message::Have { piece } => {
                 if piece >= n {
@@ -1077,7 +1092,11 @@ impl Swarm {
     /// the initial seeding hides our pieces, it lacks some.
     fn wants_upload(&self, key: PeerKey, p: &PeerState) -> bool {
         p.peer_interested
-            || (!p.is_seed() && self.super_seed.as_ref().is_some_and(|ss| ss.wants_slot(key)))
+            || (!p.is_seed()
+                && self
+                    .super_seed
+                    .as_ref()
+                    .is_some_and(|ss| ss.wants_slot(key)))
     }
 
     fn set_choke(&mut self, peer: PeerKey, choke: bool, now: Instant) {
@@ -1193,7 +1212,13 @@ impl Swarm {
     }
 
     fn rechoke(&mut self, now: Instant) {
-        let seeding = self.picker.is_complete();
+        let mode = if self.super_seed.is_some() {
+            ChokeMode::InitialSeeding
+        } else if self.picker.is_complete() {
+            ChokeMode::Seeding
+        } else {
+            ChokeMode::Leeching
+        };
         let wants: Vec<bool> = self
             .peers
             .iter()
@@ -1212,7 +1237,7 @@ impl Swarm {
                 unchoked_since: p.unchoked_since,
             })
             .collect();
-        let unchoke = self.choker.decide(&candidates, seeding, now, &mut self.rng);
+        let unchoke = self.choker.decide(&candidates, mode, now, &mut self.rng);
         for c in candidates {
             self.set_choke(c.key, !unchoke.contains(&c.key), now);
         }
