@@ -77,7 +77,6 @@ pub struct SuperSeed {
     undone: u32,
     peers: BTreeMap<PeerKey, Peer>,
     active: bool,
-    pub dbg: [u32; 6],
 }
 
 /// Pieces to announce to a peer with `have`.
@@ -92,7 +91,6 @@ impl SuperSeed {
             undone: num_pieces,
             peers: BTreeMap::new(),
             active: num_pieces > 0,
-            dbg: [0; 6],
         }
     }
 
@@ -158,8 +156,6 @@ impl SuperSeed {
             return;
         };
         p.unchoked = false;
-        self.dbg[0] += p.started.iter().filter(|&&x| !peer_has.get(x)).count() as u32;
-        self.dbg[1] += p.unstarted.len() as u32;
         let back: Vec<u32> = p
             .unstarted
             .drain(..)
@@ -242,7 +238,6 @@ impl SuperSeed {
         if p.announced.get(piece) && !p.started.contains(&piece) && !peer_has.get(piece) {
             // Shown earlier and taken back (it was choked, or passed it
             // over): it wants it after all, so it counts again.
-            self.dbg[2] += 1;
             p.started.push(piece);
             p.starts = p.starts.wrapping_add(1);
             self.assign(piece);
@@ -296,7 +291,6 @@ impl SuperSeed {
         }
         if !p.unstarted.is_empty() && now.saturating_duration_since(p.active_at) >= STALE {
             let back: Vec<u32> = p.unstarted.drain(..).map(|(x, _)| x).collect();
-            self.dbg[4] += 1;
             for piece in back {
                 self.unassign(piece);
             }
@@ -312,7 +306,6 @@ impl SuperSeed {
             keep
         });
         for piece in skipped {
-            self.dbg[3] += 1;
             self.unassign(piece);
         }
         let mut out = Vec::new();

@@ -429,7 +429,6 @@ impl Swarm {
             self.super_seed = Some(ss);
             return;
         }
-        eprintln!("XXX initial seeding ended at {:?} uploaded {} dbg (choke-started, choke-unstarted, rerequest, skipped, opened) {:?}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap(), self.stats.uploaded, ss.dbg);
         let n = self.layout.num_pieces();
         let mut msgs = Vec::new();
         for (&key, p) in &self.peers {
@@ -677,13 +676,11 @@ impl Swarm {
                 // Its slot would sit idle until the next rechoke: it goes
                 // to a peer that wants it. (While a hidden initial seed
                 // steers the peer, it is not interested until shown pieces.)
-                let unchoked = !p.am_choking;
-                let key = peer;
-                if unchoked
+                if !p.am_choking
                     && !self
                         .peers
-                        .get(&key)
-                        .is_some_and(|p| self.wants_upload(key, p))
+                        .get(&peer)
+                        .is_some_and(|p| self.wants_upload(peer, p))
                 {
                     self.set_choke(peer, true, now);
                     self.fill_slots(now);

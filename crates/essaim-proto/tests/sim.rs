@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use essaim_core::{Bitfield, BLOCK_SIZE};
-use essaim_proto::swarm::{DisconnectReason, SwarmConfig, SNUB_TIMEOUT};
+use essaim_proto::swarm::{DisconnectReason, PeerKey, SwarmConfig, SNUB_TIMEOUT};
 use essaim_wire::peer::{BlockRequest, Message};
 use harness::{Behavior, Content, LinkSpec, NodeSpec, Sim};
 use proptest::prelude::*;
@@ -1142,5 +1142,51 @@ fn initial_seed_sends_each_piece_about_once() {
     assert!(
         t_out.as_secs_f64() < bound * 1.08,
         "every piece out only at {t_out:?}"
+    );
+}
+
+/// A peer that stops being interested gives its upload slot back at once,
+/// to a peer that wants it (not at the next rechoke, ten seconds later).
+#[test]
+fn a_slot_left_by_an_uninterested_peer_goes_to_a_waiting_one() {
+    // A leecher with half the pieces, one upload slot (plus the optimistic
+    // one): three raw peers want what it has.
+    let spec = NodeSpec::with_pieces((0..20).collect()).slots(1);
+    let mut sim = Sim::new(content(5), &[spec], 5);
+    let keys: Vec<PeerKey> = (0..3).map(|_| sim.connect_raw(0, true, true)).collect();
+    for &k in &keys {
+        sim.inject(0, k, Message::HaveNone);
+        sim.inject(0, k, Message::Interested);
+    }
+    let unchoked = |sim: &Sim| -> Vec<PeerKey> {
+        keys.iter()
+            .copied()
+            .filter(|&k| {
+                let ups = sim
+                    .raw_sent
+                    .iter()
+                    .filter(|(n, kk, m)| *n == 0 && *kk == k && *m == Message::Unchoke)
+                    .count();
+                let downs = sim
+                    .raw_sent
+                    .iter()
+                    .filter(|(n, kk, m)| *n == 0 && *kk == k && *m == Message::Choke)
+                    .count();
+                ups > downs
+            })
+            .collect()
+    };
+    let first = unchoked(&sim);
+    assert_eq!(first.len(), 2, "one slot and the optimistic one");
+    let waiting = *keys.iter().find(|k| !first.contains(k)).expect("one waits");
+    sim.inject(0, first[0], Message::NotInterested);
+    let now = unchoked(&sim);
+    assert!(
+        !now.contains(&first[0]),
+        "the uninterested peer keeps its slot"
+    );
+    assert!(
+        now.contains(&waiting),
+        "the waiting peer did not get the slot"
     );
 }
