@@ -25,6 +25,7 @@ progress to stderr.
 """
 
 import argparse
+import signal
 import sys
 import time
 
@@ -102,6 +103,8 @@ def errors(ses):
 
 def seed_forever(ses, h):
     last = 0.0
+    # Started in the background by a script, SIGINT may come ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             errors(ses)
