@@ -41,10 +41,15 @@ bench_init() {
     trap 'exit 129' HUP
 }
 
+# Commands bench_cleanup runs (e.g. to take back an address it added).
+AT_EXIT=()
+
 bench_cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     stop_all
+    local undo
+    for undo in "${AT_EXIT[@]}"; do eval "$undo" || true; done
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ ${KEEP:-0} == 1 ]]; then
             say "kept $WORK"
@@ -279,6 +284,15 @@ human_size() {
 }
 
 # ---- setup -----------------------------------------------------------------
+
+# as_root CMD...: CMD as root (directly, or with sudo -n).
+as_root() {
+    if [[ $(id -u) == 0 ]]; then
+        "$@"
+    else
+        command -v sudo >/dev/null 2>&1 && sudo -n "$@"
+    fi
+}
 
 # ensure_packages SPEC...: SPEC is COMMAND:PACKAGE (COMMAND may be a path, or
 # `libtorrent` for /usr/bin/python3's module). Installs the packages of the

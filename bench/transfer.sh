@@ -10,9 +10,9 @@
 # essaim,libtorrent,transmission,aria2,rqbit (default: all). --timeout bounds
 # each transfer (default: 120 s + 1 s per 8 MiB). Transmission 3 never dials
 # peers on 127.0.0.0/8, so two Transmission daemons cannot meet on loopback:
-# it is skipped unless --transmission-ip gives a non-loopback address of this
-# machine for both daemons (the bytes still never leave the machine, but the
-# daemons listen on that address while the run lasts).
+# they listen on --transmission-ip ADDR, a non-loopback address of this
+# machine, or else on 198.18.0.1, added to lo for the run when root (the
+# bytes never leave the machine either way).
 # Needs root (or sudo) the first time, to install Debian packages.
 # shellcheck disable=SC2317 # seed_X and get_X are called as "seed_$c"
 set -euo pipefail
@@ -78,8 +78,21 @@ if has_client rqbit; then
         fi
     fi
 fi
+# Transmission 3 never dials peers on 127.0.0.0/8: without --transmission-ip,
+# give the loopback device an address of the benchmarking range (RFC 2544,
+# 198.18.0.0/15) for the run. Traffic to it stays in this machine.
+BENCH_IP=198.18.0.1
+if has_client transmission && [[ -z $TR_IP ]] && command -v ip >/dev/null; then
+    if ip -o addr show dev lo | grep -q " $BENCH_IP/"; then
+        TR_IP=$BENCH_IP
+    elif as_root ip addr add "$BENCH_IP/32" dev lo 2>/dev/null; then
+        TR_IP=$BENCH_IP
+        AT_EXIT+=("as_root ip addr del $BENCH_IP/32 dev lo")
+        say "added $BENCH_IP/32 to lo for Transmission (taken back at exit)"
+    fi
+fi
 if has_client transmission && [[ -z $TR_IP ]]; then
-    SKIP[transmission]="Transmission 3 never dials peers on 127.0.0.0/8 (it calls them martian), so two daemons on loopback never connect; run with --transmission-ip ADDR (a non-loopback address of this machine) to measure it"
+    SKIP[transmission]="Transmission 3 never dials peers on 127.0.0.0/8 (it calls them martian), so two daemons on loopback never connect, and $BENCH_IP could not be added to lo (needs root and iproute2); run with --transmission-ip ADDR (a non-loopback address of this machine) to measure it"
 fi
 
 versions() {

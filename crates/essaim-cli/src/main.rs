@@ -161,7 +161,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
+/// Keeps glibc's allocator from holding on to memory the client freed
+/// (its one long-running use is piece buffers, 16 KiB–16 MiB each):
+/// buffers from 256 KiB up are always mapped and unmapped, never cached in
+/// an arena (glibc otherwise raises that threshold after the first free,
+/// and the freed buffers stay resident), and two arenas serve all threads.
+/// Peak RSS of `essaim get` of 1 GiB with 1 MiB pieces: 21.6–25.7 MiB
+/// before, 17.3–18.9 MiB after (no change in CPU time). Must run before
+/// any thread is started.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets glibc's allocator parameters; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ESSAIM_LOG")
