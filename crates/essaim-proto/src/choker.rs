@@ -83,8 +83,10 @@ impl Choker {
         now: Instant,
         rng: &mut impl Rng,
     ) -> Vec<u64> {
+        if mode == ChokeMode::InitialSeeding {
+            return self.keep_slots(peers, now);
+        }
         let seeding = mode != ChokeMode::Leeching;
-        let rotate = mode == ChokeMode::Seeding;
         let mut ranked: Vec<&ChokerPeer> = peers
             .iter()
             .filter(|p| p.interested && (seeding || !p.snubbed))
@@ -92,9 +94,9 @@ impl Choker {
         if seeding {
             let last = &self.last_unchoked;
             ranked.sort_by_key(|p| {
-                let overdue = rotate
-                    && p.unchoked_since
-                        .is_some_and(|t| now.saturating_duration_since(t) > SEED_ROTATE_AFTER);
+                let overdue = p
+                    .unchoked_since
+                    .is_some_and(|t| now.saturating_duration_since(t) > SEED_ROTATE_AFTER);
                 let waiting = p.unchoked_since.is_none();
                 let rate = if waiting { 0 } else { p.upload_rate };
                 (
@@ -114,10 +116,9 @@ impl Choker {
         let current_valid = self
             .optimistic
             .is_some_and(|k| peers.iter().any(|p| p.key == k && p.interested));
-        let due = mode != ChokeMode::InitialSeeding
-            && self
-                .optimistic_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_INTERVAL);
+        let due = self
+            .optimistic_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_INTERVAL);
         if !current_valid || due {
             let candidates: Vec<u64> = peers
                 .iter()
@@ -136,6 +137,39 @@ impl Choker {
                 unchoke.push(k);
             }
         }
+        self.last_unchoked
+            .retain(|k, _| peers.iter().any(|p| p.key == *k));
+        for k in &unchoke {
+            self.last_unchoked.insert(*k, now);
+        }
+        unchoke
+    }
+
+    /// Initial seeding: every peer that has a slot and still wants it keeps
+    /// it, the optimistic slot too (no rate ranking either: a faster
+    /// newcomer must not push out a peer halfway through its pieces); free
+    /// slots go to the peers that waited longest.
+    fn keep_slots(&mut self, peers: &[ChokerPeer], now: Instant) -> Vec<u64> {
+        let mut holding: Vec<&ChokerPeer> = peers
+            .iter()
+            .filter(|p| p.interested && p.unchoked_since.is_some())
+            .collect();
+        holding.sort_by_key(|p| (p.unchoked_since, p.key));
+        let last = &self.last_unchoked;
+        let mut waiting: Vec<&ChokerPeer> = peers
+            .iter()
+            .filter(|p| p.interested && p.unchoked_since.is_none())
+            .collect();
+        waiting.sort_by_key(|p| (last.get(&p.key).copied(), p.key));
+        let unchoke: Vec<u64> = holding
+            .into_iter()
+            .chain(waiting)
+            .take(self.slots + 1)
+            .map(|p| p.key)
+            .collect();
+        // Chosen afresh when seeding proper starts.
+        self.optimistic = None;
+        self.optimistic_at = None;
         self.last_unchoked
             .retain(|k, _| peers.iter().any(|p| p.key == *k));
         for k in &unchoke {
@@ -308,21 +342,47 @@ mod tests {
     fn initial_seeding_keeps_every_slot() {
         let mut c = Choker::new(1);
         let mut rng = SmallRng::seed_from_u64(5);
-        let now = Instant::now();
-        let mut a = peer(1, 0, 1000);
-        a.unchoked_since = Some(now);
-        let peers = [a, peer(2, 0, 10), peer(3, 0, 10), peer(4, 0, 10)];
+        let t0 = Instant::now();
         let mode = ChokeMode::InitialSeeding;
-        let first = c.decide(&peers, mode, now, &mut rng);
-        assert_eq!((first.len(), first[0]), (2, 1));
+        let mut peers = vec![peer(1, 0, 0), peer(2, 0, 0), peer(3, 0, 0), peer(4, 0, 0)];
+        // As the swarm does: the chosen ones are unchoked from then on.
+        let mut apply = |peers: &mut Vec<ChokerPeer>, u: &[u64], now: Instant| {
+            for p in peers.iter_mut() {
+                if !u.contains(&p.key) {
+                    p.unchoked_since = None;
+                } else if p.unchoked_since.is_none() {
+                    p.unchoked_since = Some(now);
+                }
+            }
+        };
+        let first = c.decide(&peers, mode, t0, &mut rng);
+        assert_eq!(first.len(), 2, "one slot and the optimistic one");
+        apply(&mut peers, &first, t0);
         for i in 1..10 {
-            let u = c.decide(&peers, mode, now + SEED_ROTATE_AFTER * i, &mut rng);
-            assert_eq!(u, first, "after {i} rotation periods");
+            let now = t0 + SEED_ROTATE_AFTER * i;
+            // A waiting peer now looks faster: it still waits.
+            for p in peers.iter_mut().filter(|p| !first.contains(&p.key)) {
+                p.upload_rate = 1_000_000;
+            }
+            let mut u = c.decide(&peers, mode, now, &mut rng);
+            u.sort_unstable();
+            let mut f = first.clone();
+            f.sort_unstable();
+            assert_eq!(u, f, "after {i} rotation periods");
+            apply(&mut peers, &u, now);
         }
+        // A holder that stops wanting its slot gives it to a waiting peer.
+        peers
+            .iter_mut()
+            .find(|p| p.key == first[0])
+            .map(|p| p.interested = false);
+        let u = c.decide(&peers, mode, t0 + SEED_ROTATE_AFTER * 11, &mut rng);
+        assert_eq!(u.len(), 2);
+        assert!(!u.contains(&first[0]) && u.contains(&first[1]));
         // Once every piece is out, they rotate.
-        let later = now + SEED_ROTATE_AFTER * 11;
+        let later = t0 + SEED_ROTATE_AFTER * 12;
         let u = c.decide(&peers, ChokeMode::Seeding, later, &mut rng);
-        assert_ne!(u[0], 1);
+        assert_ne!(u[0], first[1], "the regular slot rotates: {u:?}");
     }
 
     #[test]

@@ -191,6 +191,28 @@ impl SuperSeed {
         }
     }
 
+    /// No connected peer holds `piece` any more (they left, or a new
+    /// bitfield took it back): unless a peer is fetching it from us, it is
+    /// fresh again.
+    pub fn piece_lost(&mut self, piece: u32) {
+        if !self.active || !self.held.get(piece) {
+            return;
+        }
+        self.held.clear(piece);
+        self.undone += 1;
+        let working = self
+            .peers
+            .values()
+            .filter(|p| p.started.contains(&piece) || p.unstarted.iter().any(|&(x, _)| x == piece))
+            .count() as u32;
+        if let Some(a) = self.assigned.get_mut(piece as usize) {
+            *a = working;
+            if working == 0 {
+                self.fresh += 1;
+            }
+        }
+    }
+
     /// A peer's whole bitfield: every piece it holds.
     pub fn pieces_held(&mut self, bits: &Bitfield) {
         for piece in bits.iter_set() {
@@ -246,11 +268,13 @@ impl SuperSeed {
     }
 
     fn assign(&mut self, piece: u32) {
-        let i = piece as usize;
-        if self.assigned[i] == 0 && !self.held.get(piece) {
+        let Some(a) = self.assigned.get_mut(piece as usize) else {
+            return;
+        };
+        if *a == 0 && !self.held.get(piece) {
             self.fresh -= 1;
         }
-        self.assigned[i] += 1;
+        *a = a.saturating_add(1);
     }
 
     fn unassign(&mut self, piece: u32) {
@@ -289,12 +313,25 @@ impl SuperSeed {
         if !self.active || !p.unchoked || p.open {
             return Vec::new();
         }
-        if !p.unstarted.is_empty() && now.saturating_duration_since(p.active_at) >= STALE {
-            let back: Vec<u32> = p.unstarted.drain(..).map(|(x, _)| x).collect();
+        let waiting = !p.unstarted.is_empty() || !p.started.is_empty();
+        if waiting && now.saturating_duration_since(p.active_at) >= STALE {
+            // Idle with pieces waiting, or stuck in one it started: all of
+            // them go back (were one kept, nobody else could have it).
+            let back: Vec<u32> = p
+                .unstarted
+                .drain(..)
+                .map(|(x, _)| x)
+                .chain(p.started.drain(..))
+                .filter(|&x| !peer_has.get(x))
+                .collect();
             for piece in back {
                 self.unassign(piece);
             }
             return self.open_up(peer, peer_has);
+        }
+        if !waiting {
+            // Whatever it is shown now, its wait starts now.
+            p.active_at = now;
         }
         let starts = p.starts;
         let mut skipped = Vec::new();
@@ -528,5 +565,75 @@ mod tests {
         }
         assert_eq!(s.assigned[ignored as usize], 0);
         assert_eq!(s.peers[&1].unstarted.len(), AHEAD);
+    }
+
+    #[test]
+    fn a_peer_stuck_in_a_started_piece_gives_it_back() {
+        let mut rng = SmallRng::seed_from_u64(6);
+        let t0 = Instant::now();
+        let n = 4;
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        assert_eq!(shown.len(), 4);
+        // It starts every piece (one block each), then goes silent.
+        for &x in &shown {
+            let _ = s.peer_requested(1, x, &none, t0, &mut rng);
+        }
+        assert_eq!(s.fresh, 0);
+        let _ = s.peer_has(1, &none, t0 + STALE, &mut rng);
+        assert_eq!(s.fresh, n, "its started pieces went back");
+        // Another peer gets them.
+        s.peer_connected(2, t0);
+        assert_eq!(s.peer_unchoked(2, &none, t0 + STALE, &mut rng).len(), 4);
+    }
+
+    #[test]
+    fn a_peer_shown_pieces_late_gets_its_full_wait() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let t0 = Instant::now();
+        let n = 4;
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        s.peer_connected(2, t0);
+        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        // Peer 2, unchoked with nothing left to show, waits.
+        assert!(s.peer_unchoked(2, &none, t0, &mut rng).is_empty());
+        // Much later peer 1 leaves: its pieces go to peer 2, which must
+        // get STALE to start on them, not be opened up at the next tick.
+        let later = t0 + STALE * 3;
+        s.peer_gone(1, &none);
+        assert_eq!(
+            pieces(s.peer_has(2, &none, later, &mut rng)).len(),
+            shown.len()
+        );
+        let tick = later + STALE / 2;
+        assert!(s.peer_has(2, &none, tick, &mut rng).is_empty());
+        assert!(!s.peers[&2].open);
+    }
+
+    #[test]
+    fn pieces_held_only_by_leavers_are_fresh_again() {
+        let mut rng = SmallRng::seed_from_u64(8);
+        let t0 = Instant::now();
+        let n = 2;
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let mut got = Bitfield::new(n);
+        got.set(shown[0]);
+        s.piece_held(shown[0]);
+        let _ = s.peer_has(1, &got, t0, &mut rng);
+        assert_eq!((s.undone, s.fresh), (1, 0));
+        // It leaves with it, and nobody else has it: it is fresh again.
+        s.peer_gone(1, &got);
+        s.piece_lost(shown[0]);
+        assert_eq!((s.undone, s.fresh), (2, 2));
+        assert!(s.is_active());
+        s.peer_connected(2, t0);
+        assert_eq!(s.peer_unchoked(2, &none, t0, &mut rng).len(), 2);
     }
 }

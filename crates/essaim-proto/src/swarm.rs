@@ -443,6 +443,19 @@ impl Swarm {
         }
     }
 
+    /// Initial seeding: of the pieces in `maybe`, those no connected peer
+    /// holds any more are not out after all.
+    fn super_seed_pieces_lost(&mut self, maybe: &Bitfield) {
+        let Some(ss) = self.super_seed.as_mut() else {
+            return;
+        };
+        for piece in maybe.iter_set() {
+            if self.picker.availability(piece) == 0 {
+                ss.piece_lost(piece);
+            }
+        }
+    }
+
     /// Tells the initial seeding that `peer`'s pieces changed.
     fn super_seed_peer_has(&mut self, peer: PeerKey, now: Instant) {
         let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) else {
@@ -469,6 +482,7 @@ impl Swarm {
             }
         }
         self.picker.peer_gone(&state.bitfield);
+        self.super_seed_pieces_lost(&state.bitfield);
         for (r, _) in state.outstanding {
             self.picker.request_dropped(r);
         }
@@ -749,16 +763,20 @@ impl Swarm {
         };
         self.picker.peer_gone(&p.bitfield);
         self.picker.peer_bitfield(&bits);
-        if let Some(ss) = self.super_seed.as_mut() {
-            ss.pieces_held(&bits);
-        }
         let picker = &self.picker;
         p.wanted = bits.iter_set().filter(|&i| picker.wants(i)).count() as u32;
-        p.bitfield = bits;
+        let old = std::mem::replace(&mut p.bitfield, bits);
         if self.completed && p.is_seed() {
+            // Dropped: its pieces count for nobody (an initial seed must
+            // not think them out).
             self.disconnect(peer, DisconnectReason::Useless);
+            self.super_seed_pieces_lost(&old);
             return;
         }
+        if let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) {
+            ss.pieces_held(&p.bitfield);
+        }
+        self.super_seed_pieces_lost(&old);
         self.after_pieces_changed(peer, now);
     }
 
