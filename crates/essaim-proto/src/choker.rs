@@ -346,7 +346,7 @@ mod tests {
         let mode = ChokeMode::InitialSeeding;
         let mut peers = vec![peer(1, 0, 0), peer(2, 0, 0), peer(3, 0, 0), peer(4, 0, 0)];
         // As the swarm does: the chosen ones are unchoked from then on.
-        let mut apply = |peers: &mut Vec<ChokerPeer>, u: &[u64], now: Instant| {
+        let apply = |peers: &mut Vec<ChokerPeer>, u: &[u64], now: Instant| {
             for p in peers.iter_mut() {
                 if !u.contains(&p.key) {
                     p.unchoked_since = None;
@@ -372,10 +372,9 @@ mod tests {
             apply(&mut peers, &u, now);
         }
         // A holder that stops wanting its slot gives it to a waiting peer.
-        peers
-            .iter_mut()
-            .find(|p| p.key == first[0])
-            .map(|p| p.interested = false);
+        if let Some(p) = peers.iter_mut().find(|p| p.key == first[0]) {
+            p.interested = false;
+        }
         let u = c.decide(&peers, mode, t0 + SEED_ROTATE_AFTER * 11, &mut rng);
         assert_eq!(u.len(), 2);
         assert!(!u.contains(&first[0]) && u.contains(&first[1]));
