@@ -123,6 +123,11 @@ struct NetArgs {
     /// No Mainline DHT (BEP 5).
     #[arg(long)]
     no_dht: bool,
+    /// Seed complete data as an ordinary seed, showing every piece at once
+    /// (by default a torrent that starts complete sends each piece once
+    /// before any twice, like BEP 16 super-seeding).
+    #[arg(long)]
+    no_initial_seeding: bool,
     /// A DHT node to bootstrap from (HOST:PORT); repeatable. Default: the
     /// public routers (router.bittorrent.com:6881 and others), except with
     /// a loopback --listen-ip, where there is none.
@@ -471,6 +476,7 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
         listen_ip: net.listen_ip,
         lsd: !net.no_lsd,
         dht: !net.no_dht,
+        initial_seeding: !net.no_initial_seeding,
         dht_bootstrap: (!net.dht_bootstrap.is_empty()).then(|| net.dht_bootstrap.clone()),
         dht_state,
         port: net.port,

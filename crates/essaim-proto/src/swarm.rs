@@ -813,7 +813,14 @@ impl Swarm {
                 req.piece, req.begin, req.length
             ));
         }
-        let have = self.picker.have().get(req.piece);
+        // While initial seeding, a piece not shown to this peer is not ours
+        // to give it (it could not know we have it; serving it would send
+        // the piece twice).
+        let have = self.picker.have().get(req.piece)
+            && self
+                .super_seed
+                .as_ref()
+                .is_none_or(|ss| ss.was_revealed(peer, req.piece));
         let Some(p) = self.peers.get_mut(&peer) else {
             return Ok(());
         };

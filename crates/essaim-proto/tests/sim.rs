@@ -1190,3 +1190,42 @@ fn a_slot_left_by_an_uninterested_peer_goes_to_a_waiting_one() {
         "the waiting peer did not get the slot"
     );
 }
+
+/// An initial seed unchokes a newcomer at once and shows it pieces; a
+/// request for a piece it was not shown is turned down (the peer cannot
+/// know we have it, and serving it would send that piece twice).
+#[test]
+fn an_initial_seed_serves_only_the_pieces_it_showed() {
+    let mut sim = Sim::new(content(9), &[NodeSpec::seed()], 9);
+    let key = sim.connect_raw(0, true, true);
+    sim.inject(0, key, Message::HaveNone);
+    let sent = |sim: &Sim| -> Vec<Message> {
+        sim.raw_sent
+            .iter()
+            .filter(|(n, k, _)| *n == 0 && *k == key)
+            .map(|(_, _, m)| m.clone())
+            .collect()
+    };
+    let msgs = sent(&sim);
+    assert!(msgs.contains(&Message::Unchoke), "{msgs:?}");
+    let shown: Vec<u32> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Have { piece } => Some(*piece),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown.len(), 4, "{msgs:?}");
+    let hidden = (0..sim.content.layout.num_pieces())
+        .find(|p| !shown.contains(p))
+        .expect("a hidden piece");
+    let req = |piece| BlockRequest {
+        piece,
+        begin: 0,
+        length: BLOCK_SIZE,
+    };
+    sim.inject(0, key, Message::Request(req(hidden)));
+    assert!(sent(&sim).contains(&Message::Reject(req(hidden))));
+    sim.inject(0, key, Message::Request(req(shown[0])));
+    assert!(!sent(&sim).contains(&Message::Reject(req(shown[0]))));
+}

@@ -41,6 +41,9 @@ pub struct SessionConfig {
     pub max_peers_total: usize,
     /// Regular upload slots per torrent.
     pub upload_slots: usize,
+    /// A torrent that starts complete sends each piece once before any
+    /// twice (`essaim_proto::super_seed`); off, it is an ordinary seed.
+    pub initial_seeding: bool,
     /// Upload cap for the whole session, bytes per second.
     pub upload_limit: Option<u64>,
     /// Download cap for the whole session, bytes per second.
@@ -82,6 +85,7 @@ impl Default for SessionConfig {
             max_peers_per_torrent: 50,
             max_peers_total: 500,
             upload_slots: 4,
+            initial_seeding: true,
             upload_limit: None,
             download_limit: None,
             idle_timeout: peer::IDLE_TIMEOUT,
@@ -331,6 +335,7 @@ impl Session {
             max_peers: self.inner.config.max_peers_per_torrent,
             connections: self.inner.connections.clone(),
             upload_slots: self.inner.config.upload_slots,
+            initial_seeding: self.inner.config.initial_seeding,
             upload_limit: self.inner.upload_limit.clone(),
             download_limit: self.inner.download_limit.clone(),
             idle_timeout: self.inner.config.idle_timeout,

@@ -122,6 +122,7 @@ pub(crate) struct TorrentParams {
     /// Connections of the whole session, shared by its torrents.
     pub connections: Arc<ConnectionCount>,
     pub upload_slots: usize,
+    pub initial_seeding: bool,
     pub upload_limit: Option<Arc<Limiter>>,
     pub download_limit: Option<Arc<Limiter>>,
     pub idle_timeout: Duration,
@@ -310,6 +311,7 @@ impl Actor {
         let dht = params.dht.clone().filter(|_| !meta.info.private);
         let config = SwarmConfig {
             upload_slots: params.upload_slots,
+            super_seed: params.initial_seeding,
             listen_port: Some(params.listen_port),
             seed: rand::random(),
             // BEP 27: private torrents get peers from their tracker only.

@@ -35,11 +35,16 @@ pub static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new((
 
 /// A session on 127.0.0.1 that finds no peers on its own (no local
 /// service discovery): it meets only the peers a test gives it.
+/// A session on 127.0.0.1 whose seeds are ordinary seeds: these peers ask
+/// for blocks without waiting to be shown pieces, and an initial seed
+/// (which reveals pieces one by one, `essaim_proto::super_seed`) would turn
+/// them down.
 pub fn local() -> SessionConfig {
     SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
         lsd: false,
+        initial_seeding: false,
         ..SessionConfig::default()
     }
 }
