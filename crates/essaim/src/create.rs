@@ -18,7 +18,7 @@
 //!
 //! Hashing: pieces span file boundaries; threads take batches of pieces from
 //! a shared counter, reading each batch with positional reads of up to
-//! 4 MiB, so memory stays at one buffer per thread.
+//! 1 MiB, so memory stays at one buffer per thread.
 
 use std::fs::File;
 use std::io;
@@ -37,7 +37,10 @@ use sha1::{Digest, Sha1};
 pub const MIN_PIECE_LENGTH: u32 = 16 * 1024;
 
 /// Size of the positional reads done while hashing.
-const READ_CHUNK: usize = 4 * 1024 * 1024;
+/// (1 MiB: a piece read is hashed while it is still in the core's L2
+/// cache; `essaim create` of 1 GiB spent 0.13–0.17 s in the kernel with
+/// them, 0.17–0.21 s with 4 MiB reads.)
+const READ_CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
