@@ -156,6 +156,14 @@ impl SuperSeed {
             return;
         };
         p.unchoked = false;
+        self.take_back(peer, peer_has);
+    }
+
+    /// Everything shown to `peer` that it has not got goes back to the pool.
+    fn take_back(&mut self, peer: PeerKey, peer_has: &Bitfield) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let back: Vec<u32> = p
             .unstarted
             .drain(..)
@@ -288,14 +296,8 @@ impl SuperSeed {
 
     /// The peer left: what it never got goes back to the pool.
     pub fn peer_gone(&mut self, peer: PeerKey, peer_had: &Bitfield) {
-        let Some(p) = self.peers.remove(&peer) else {
-            return;
-        };
-        for piece in p.unstarted.into_iter().map(|(x, _)| x).chain(p.started) {
-            if !peer_had.get(piece) {
-                self.unassign(piece);
-            }
-        }
+        self.take_back(peer, peer_had);
+        self.peers.remove(&peer);
     }
 
     /// Keeps [`AHEAD`] fresh unstarted pieces revealed to an unchoked
@@ -317,16 +319,7 @@ impl SuperSeed {
         if waiting && now.saturating_duration_since(p.active_at) >= STALE {
             // Idle with pieces waiting, or stuck in one it started: all of
             // them go back (were one kept, nobody else could have it).
-            let back: Vec<u32> = p
-                .unstarted
-                .drain(..)
-                .map(|(x, _)| x)
-                .chain(p.started.drain(..))
-                .filter(|&x| !peer_has.get(x))
-                .collect();
-            for piece in back {
-                self.unassign(piece);
-            }
+            self.take_back(peer, peer_has);
             return self.open_up(peer, peer_has);
         }
         if !waiting {
@@ -404,6 +397,18 @@ mod tests {
 
     fn pieces(r: Reveals) -> Vec<u32> {
         r.iter().map(|x| x.1).collect()
+    }
+
+    /// A seed of `n` pieces with peer 1 connected and unchoked, and what
+    /// peer 1 was shown.
+    fn one_unchoked(n: u32, seed: u64) -> (SuperSeed, SmallRng, Instant, Bitfield, Vec<u32>) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let t0 = Instant::now();
+        let none = Bitfield::new(n);
+        let mut s = SuperSeed::new(n);
+        s.peer_connected(1, t0);
+        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        (s, rng, t0, none, shown)
     }
 
     #[test]
@@ -509,13 +514,8 @@ mod tests {
 
     #[test]
     fn a_peer_that_ignores_its_reveals_is_shown_everything() {
-        let mut rng = SmallRng::seed_from_u64(3);
-        let t0 = Instant::now();
         let n = 12;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
-        s.peer_connected(1, t0);
-        let first = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let (mut s, mut rng, t0, none, first) = one_unchoked(n, 3);
         assert_eq!(first.len(), AHEAD);
         // Nothing happens for a while: nothing new before STALE...
         assert!(s.peer_has(1, &none, t0 + STALE / 2, &mut rng).is_empty());
@@ -538,13 +538,7 @@ mod tests {
 
     #[test]
     fn a_busy_peer_is_not_stale_but_a_passed_over_piece_goes_back() {
-        let mut rng = SmallRng::seed_from_u64(5);
-        let t0 = Instant::now();
-        let n = 200;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
-        s.peer_connected(1, t0);
-        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let (mut s, mut rng, t0, none, shown) = one_unchoked(200, 5);
         let ignored = shown[0];
         // The peer keeps fetching (slowly: large pieces) every piece but
         // one: it is never opened up, and the ignored piece goes back to
@@ -569,13 +563,8 @@ mod tests {
 
     #[test]
     fn a_peer_stuck_in_a_started_piece_gives_it_back() {
-        let mut rng = SmallRng::seed_from_u64(6);
-        let t0 = Instant::now();
         let n = 4;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
-        s.peer_connected(1, t0);
-        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let (mut s, mut rng, t0, none, shown) = one_unchoked(n, 6);
         assert_eq!(shown.len(), 4);
         // It starts every piece (one block each), then goes silent.
         for &x in &shown {
