@@ -172,7 +172,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// an arena (glibc otherwise raises that threshold after the first free,
 /// and the freed buffers stay resident), and two arenas serve all threads.
 /// Peak RSS of `essaim get` of 1 GiB with 1 MiB pieces: 21.6–25.7 MiB
-/// before, 17.3–18.9 MiB after (no change in CPU time). Must run before
+/// before, 17.3–21.8 MiB after (no change in CPU time). Must run before
 /// any thread is started.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

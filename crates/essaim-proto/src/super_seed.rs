@@ -109,8 +109,9 @@ impl SuperSeed {
     /// Whether `peer` is a candidate for an upload slot although it may not
     /// be interested: a peer of a hidden seed is not interested until it is
     /// shown pieces, and it is shown pieces once unchoked. (The swarm asks
-    /// only for peers that lack pieces.) With no fresh piece left, the
-    /// ones the choked peers had come back as the rotation chokes them.
+    /// only for peers that lack pieces.) With no fresh piece left, it waits
+    /// for pieces to come back: from a peer that leaves, goes idle, or
+    /// gives up its slot.
     pub fn wants_slot(&self, peer: PeerKey) -> bool {
         self.active && self.peers.get(&peer).is_some_and(|p| !p.open)
     }
@@ -399,13 +400,17 @@ mod tests {
         r.iter().map(|x| x.1).collect()
     }
 
-    /// A seed of `n` pieces with peer 1 connected and unchoked, and what
-    /// peer 1 was shown.
+    /// A seed of `n` pieces, its random source, the start time and an
+    /// empty bitfield.
+    fn setup(n: u32, seed: u64) -> (SuperSeed, SmallRng, Instant, Bitfield) {
+        let rng = SmallRng::seed_from_u64(seed);
+        (SuperSeed::new(n), rng, Instant::now(), Bitfield::new(n))
+    }
+
+    /// [`setup`] with peer 1 connected and unchoked, and what peer 1 was
+    /// shown.
     fn one_unchoked(n: u32, seed: u64) -> (SuperSeed, SmallRng, Instant, Bitfield, Vec<u32>) {
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let t0 = Instant::now();
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
+        let (mut s, mut rng, t0, none) = setup(n, seed);
         s.peer_connected(1, t0);
         let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
         (s, rng, t0, none, shown)
@@ -413,11 +418,8 @@ mod tests {
 
     #[test]
     fn every_piece_is_revealed_once_before_any_twice() {
-        let mut rng = SmallRng::seed_from_u64(1);
-        let t0 = Instant::now();
         let n = 40;
-        let mut s = SuperSeed::new(n);
-        let none = Bitfield::new(n);
+        let (mut s, mut rng, t0, none) = setup(n, 1);
         let mut seen = std::collections::HashMap::new();
         for peer in 0..5u64 {
             s.peer_connected(peer, t0);
@@ -455,11 +457,8 @@ mod tests {
 
     #[test]
     fn only_unchoked_peers_are_shown_pieces_and_a_choke_takes_them_back() {
-        let mut rng = SmallRng::seed_from_u64(4);
-        let t0 = Instant::now();
         let n = 12;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
+        let (mut s, mut rng, t0, none) = setup(n, 4);
         s.peer_connected(1, t0);
         s.peer_connected(2, t0);
         // Nothing is shown to a choked peer, but it wants a slot.
@@ -487,9 +486,7 @@ mod tests {
 
     #[test]
     fn pieces_the_peer_has_are_not_revealed_and_leavers_return_theirs() {
-        let mut rng = SmallRng::seed_from_u64(2);
-        let t0 = Instant::now();
-        let mut s = SuperSeed::new(8);
+        let (mut s, mut rng, t0, _) = setup(8, 2);
         let mut has = Bitfield::new(8);
         for p in 0..6 {
             has.set(p);
@@ -580,11 +577,8 @@ mod tests {
 
     #[test]
     fn a_peer_shown_pieces_late_gets_its_full_wait() {
-        let mut rng = SmallRng::seed_from_u64(7);
-        let t0 = Instant::now();
         let n = 4;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
+        let (mut s, mut rng, t0, none) = setup(n, 7);
         s.peer_connected(1, t0);
         s.peer_connected(2, t0);
         let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
@@ -605,13 +599,8 @@ mod tests {
 
     #[test]
     fn pieces_held_only_by_leavers_are_fresh_again() {
-        let mut rng = SmallRng::seed_from_u64(8);
-        let t0 = Instant::now();
         let n = 2;
-        let none = Bitfield::new(n);
-        let mut s = SuperSeed::new(n);
-        s.peer_connected(1, t0);
-        let shown = pieces(s.peer_unchoked(1, &none, t0, &mut rng));
+        let (mut s, mut rng, t0, none, shown) = one_unchoked(n, 8);
         let mut got = Bitfield::new(n);
         got.set(shown[0]);
         s.piece_held(shown[0]);
