@@ -770,7 +770,6 @@ impl Swarm {
             // Dropped: its pieces count for nobody (an initial seed must
             // not think them out).
             self.disconnect(peer, DisconnectReason::Useless);
-            self.super_seed_pieces_lost(&old);
             return;
         }
         if let (Some(ss), Some(p)) = (self.super_seed.as_mut(), self.peers.get(&peer)) {
