@@ -14,6 +14,9 @@
 //! takes a pending piece back to `missing`.
 //!
 //! Invariants: a piece is in at most one of `partial`, `pending`, `have`;
+//! `fresh` holds exactly the pieces in none of them and not skipped (so
+//! finding a new piece skips whole bytes of done pieces instead of testing
+//! every piece: picking stays cheap as the download nears its end);
 //! a block's request count is the number of peers that have it outstanding.
 
 use std::collections::HashMap;
@@ -60,6 +63,8 @@ pub struct PiecePicker {
     pending: Bitfield,
     /// Pieces we don't want (file selection); never picked.
     skip: Bitfield,
+    /// Pieces to start: neither verified, pending, partial nor skipped.
+    fresh: Bitfield,
     availability: Vec<u32>,
     partial: HashMap<u32, Partial>,
 }
@@ -67,8 +72,13 @@ pub struct PiecePicker {
 impl PiecePicker {
     pub fn new(layout: Layout, have: Bitfield) -> Self {
         let n = layout.num_pieces();
+        let mut fresh = Bitfield::full(n);
+        for p in have.iter_set() {
+            fresh.clear(p);
+        }
         PiecePicker {
             availability: vec![0; n as usize],
+            fresh,
             have,
             pending: Bitfield::new(n),
             skip: Bitfield::new(n),
@@ -85,12 +95,16 @@ impl PiecePicker {
     }
     /// Whether every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
+        if self.skip.none_set() {
+            return self.have.is_full();
+        }
         self.have.count() + self.skip.iter_set().filter(|&p| !self.have.get(p)).count() as u32
             == self.layout.num_pieces()
     }
     /// Excludes a piece from picking (files the user did not select).
     pub fn set_skipped(&mut self, piece: u32) {
         self.skip.set(piece);
+        self.fresh.clear(piece);
     }
     pub fn is_skipped(&self, piece: u32) -> bool {
         self.skip.get(piece)
@@ -105,8 +119,14 @@ impl PiecePicker {
 
     /// Whether we want anything this peer has.
     pub fn is_interesting(&self, peer: &Bitfield) -> bool {
-        peer.iter_set()
-            .any(|p| !self.have.get(p) && !self.skip.get(p))
+        // Byte-wise: this runs for every peer after every verified piece.
+        let (have, skip) = (self.have.as_bytes(), self.skip.as_bytes());
+        peer.len() == self.have.len()
+            && peer
+                .as_bytes()
+                .iter()
+                .zip(have.iter().zip(skip))
+                .any(|(theirs, (h, s))| theirs & !h & !s != 0)
     }
 
     pub fn peer_has(&mut self, piece: u32) {
@@ -127,16 +147,9 @@ impl PiecePicker {
         }
     }
 
-    fn wanted_new(&self, p: u32) -> bool {
-        !self.have.get(p)
-            && !self.pending.get(p)
-            && !self.skip.get(p)
-            && !self.partial.contains_key(&p)
-    }
-
     /// Whether every block of every wanted piece is received or requested.
     pub fn in_endgame(&self) -> bool {
-        (0..self.layout.num_pieces()).all(|p| !self.wanted_new(p))
+        self.fresh.none_set()
             && self
                 .partial
                 .values()
@@ -179,6 +192,7 @@ impl PiecePicker {
                 break;
             };
             let blocks = self.layout.blocks_in_piece(piece).unwrap_or(0) as usize;
+            self.fresh.clear(piece);
             self.partial.insert(
                 piece,
                 Partial {
@@ -216,23 +230,40 @@ impl PiecePicker {
         out
     }
 
+    /// The fresh piece `peer` has with the lowest availability; the scan
+    /// starts at a random piece and wraps, so ties go to a random one.
     fn rarest_new_piece(&self, peer: &Bitfield, rng: &mut impl Rng) -> Option<u32> {
         let n = self.layout.num_pieces();
-        if n == 0 {
+        if n == 0 || self.fresh.none_set() || peer.len() != n {
             return None;
         }
+        let (theirs, fresh) = (peer.as_bytes(), self.fresh.as_bytes());
+        let bytes = fresh.len();
         let start = rng.gen_range(0..n);
+        let first = (start / 8) as usize;
+        // Bits at or after `start` in its byte (MSB first, as on the wire).
+        let from_start = 0xffu8 >> (start % 8);
         let mut best: Option<(u32, u32)> = None;
-        for i in 0..n {
-            let p = (start + i) % n;
-            if !peer.get(p) || !self.wanted_new(p) {
-                continue;
+        // The start byte twice: its bits from `start` first, the ones
+        // before `start` after wrapping around.
+        for k in 0..=bytes {
+            let i = (first + k) % bytes;
+            let mut byte = theirs[i] & fresh[i];
+            if k == 0 {
+                byte &= from_start;
+            } else if k == bytes {
+                byte &= !from_start;
             }
-            let a = self.availability[p as usize];
-            if best.is_none_or(|(_, ba)| a < ba) {
-                best = Some((p, a));
-                if a <= 1 {
-                    break; // nothing is rarer than a piece only this peer has
+            while byte != 0 {
+                let bit = byte.leading_zeros();
+                byte &= !(0x80u8 >> bit);
+                let p = i as u32 * 8 + bit;
+                let a = self.availability.get(p as usize).copied().unwrap_or(0);
+                if best.is_none_or(|(_, ba)| a < ba) {
+                    if a <= 1 {
+                        return Some(p); // nothing is rarer than a piece only this peer has
+                    }
+                    best = Some((p, a));
                 }
             }
         }
@@ -334,6 +365,7 @@ impl PiecePicker {
     pub fn piece_verified(&mut self, piece: u32) {
         self.pending.clear(piece);
         self.partial.remove(&piece);
+        self.fresh.clear(piece);
         self.have.set(piece);
     }
 
@@ -341,6 +373,9 @@ impl PiecePicker {
     pub fn piece_failed(&mut self, piece: u32) {
         self.pending.clear(piece);
         self.partial.remove(&piece);
+        if !self.have.get(piece) && !self.skip.get(piece) {
+            self.fresh.set(piece);
+        }
     }
 
     /// Pieces with blocks in flight or received but not verified.
@@ -470,6 +505,85 @@ mod tests {
         assert_eq!(p.outstanding_count(b[0]), 2);
         assert_eq!(p.block_received(b[0]), BlockReceived::Stored);
         assert_eq!(p.outstanding_count(b[0]), 0);
+    }
+
+    /// The pieces a new piece may come from, computed from scratch.
+    fn startable(p: &PiecePicker) -> Vec<u32> {
+        (0..p.layout.num_pieces())
+            .filter(|&i| {
+                !p.have.get(i) && !p.pending.get(i) && !p.skip.get(i) && !p.partial.contains_key(&i)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Under any sequence of events `fresh` is exactly the startable
+        /// pieces, and a new piece is always one of the rarest the peer has.
+        #[test]
+        fn fresh_tracks_the_startable_pieces_and_picks_are_rarest(
+            pieces in 1u32..70,
+            have_seed in proptest::prelude::any::<u64>(),
+            ops in proptest::collection::vec((0u8..6, proptest::prelude::any::<u64>()), 1..120),
+        ) {
+            let mut have = Bitfield::new(pieces);
+            for i in 0..pieces {
+                if (have_seed >> (i % 64)) & 1 == 1 && i % 3 == 0 {
+                    have.set(i);
+                }
+            }
+            let layout = Layout::new(16384, &[16384 * u64::from(pieces)]).unwrap();
+            let mut p = PiecePicker::new(layout, have);
+            let mut rng = SmallRng::seed_from_u64(have_seed);
+            let mut requested: Vec<BlockRef> = Vec::new();
+            for (op, x) in ops {
+                let mut peer = Bitfield::new(pieces);
+                for i in 0..pieces {
+                    if (x >> (i % 64)) & 1 == 1 {
+                        peer.set(i);
+                    }
+                }
+                match op {
+                    0 => p.peer_bitfield(&peer),
+                    1 => {
+                        // As in a swarm, the peer's own pieces count.
+                        p.peer_bitfield(&peer);
+                        let before = startable(&p);
+                        let rarest = before
+                            .iter()
+                            .filter(|&&i| peer.get(i))
+                            .map(|&i| p.availability(i))
+                            .min();
+                        let got = p.pick(&peer, 1, true, &none, &mut rng);
+                        if let Some(r) = got.first() {
+                            if before.contains(&r.piece) {
+                                proptest::prop_assert_eq!(Some(p.availability(r.piece)), rarest);
+                            }
+                        }
+                        requested.extend(got);
+                    }
+                    2 => {
+                        if let Some(r) = requested.pop() {
+                            if p.block_received(r) == BlockReceived::PieceComplete {
+                                if x % 2 == 0 {
+                                    p.piece_verified(r.piece);
+                                } else {
+                                    p.piece_failed(r.piece);
+                                }
+                            }
+                        }
+                    }
+                    3 => p.set_skipped((x % u64::from(pieces)) as u32),
+                    4 => {
+                        if let Some(r) = requested.pop() {
+                            p.request_dropped(r);
+                        }
+                    }
+                    _ => p.piece_failed((x % u64::from(pieces)) as u32),
+                }
+                let fresh: Vec<u32> = p.fresh.iter_set().collect();
+                proptest::prop_assert_eq!(fresh, startable(&p));
+            }
+        }
     }
 
     #[test]
