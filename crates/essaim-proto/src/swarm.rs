@@ -22,7 +22,9 @@
 //!   number of peers that have it outstanding;
 //! - piece data is accepted only for blocks we requested from that peer
 //!   (anything else is dropped, never written);
-//! - memory for partial pieces is bounded by [`SwarmConfig::partial_budget`].
+//! - memory for partial pieces is bounded by [`SwarmConfig::partial_budget`];
+//! - no block is requested while the pieces waiting for their check reach
+//!   [`SwarmConfig::check_budget`] (the disk holds back the network).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -56,6 +58,13 @@ pub struct SwarmConfig {
     pub upload_slots: usize,
     /// Bytes of partially downloaded pieces kept in memory at most.
     pub partial_budget: u64,
+    /// Bytes of complete pieces handed to the driver ([`Output::CheckPiece`])
+    /// and not yet checked past which no block is requested until a check
+    /// comes back (at least two pieces): a disk slower than the network
+    /// holds back the peers, through TCP, instead of filling memory. Blocks
+    /// already requested still come, so this bounds the pieces waiting at
+    /// this plus the requests in flight.
+    pub check_budget: u64,
     /// Our client name for the extended handshake (`v`).
     pub client: String,
     /// Our listening port for the extended handshake (`p`).
@@ -76,6 +85,7 @@ impl Default for SwarmConfig {
         SwarmConfig {
             upload_slots: 4,
             partial_budget: 8 * 1024 * 1024,
+            check_budget: 2 * 1024 * 1024,
             client: concat!("essaim ", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_port: None,
             seed: 0,
@@ -1035,6 +1045,12 @@ impl Swarm {
         let budget_pieces =
             (self.config.partial_budget / u64::from(self.layout.piece_length())).max(4) as usize;
         let over_budget = self.picker.partial_count() >= budget_pieces;
+        let check_pieces =
+            (self.config.check_budget / u64::from(self.layout.piece_length())).max(2) as usize;
+        if self.pending_senders.len() >= check_pieces {
+            // `handle_piece_checked` fills every peer's queue again.
+            return;
+        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };

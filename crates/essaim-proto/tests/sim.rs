@@ -1229,3 +1229,43 @@ fn an_initial_seed_serves_only_the_pieces_it_showed() {
     sim.inject(0, key, Message::Request(req(shown[0])));
     assert!(!sent(&sim).contains(&Message::Reject(req(shown[0]))));
 }
+
+/// A disk slower than the link holds the requests back instead of letting
+/// complete pieces pile up in memory ([`SwarmConfig::check_budget`]).
+#[test]
+fn a_slow_disk_holds_back_the_requests() {
+    let run = |budget: u64| {
+        let c = Content::random(PIECE, 300 * u64::from(PIECE), 7);
+        let mut seed = NodeSpec::seed().uplink(1024 * 1024);
+        seed.config.super_seed = false;
+        // 32 KiB per 100 ms: a tenth of the link.
+        let mut leecher = NodeSpec::leecher().disk_time(Duration::from_millis(100));
+        leecher.config.check_budget = budget;
+        let mut sim = Sim::new(c, &[seed, leecher], 7);
+        sim.connect(
+            0,
+            1,
+            LinkSpec::latency_ms(10),
+            LinkSpec::latency_ms(10),
+            true,
+        );
+        sim.run_to_completion(secs(600));
+        sim.assert_all_data_correct();
+        assert_eq!(sim.nodes[1].check_failures, 0);
+        (sim.nodes[1].max_checking, sim.t)
+    };
+    let (bounded, t_bounded) = run(2 * u64::from(PIECE));
+    let (unbounded, t_unbounded) = run(u64::MAX);
+    // Two pieces, plus what was in flight when the budget was reached: the
+    // request depth covers at most 2 s of the 1 MiB/s link (64 pieces).
+    assert!(bounded <= 2 + 64, "{bounded} pieces waited for the disk");
+    assert!(
+        unbounded > 100,
+        "without the budget only {unbounded} waited"
+    );
+    // Holding back costs no time: the disk is the bottleneck either way.
+    assert!(
+        t_bounded <= t_unbounded + secs(1),
+        "{t_bounded:?} vs {t_unbounded:?}"
+    );
+}

@@ -94,6 +94,9 @@ pub struct NodeSpec {
     pub behavior: Behavior,
     /// Upload cap shared by all the node's links, bytes per virtual second.
     pub uplink: Option<u64>,
+    /// Virtual time the node's disk takes to check and store one piece,
+    /// one piece at a time; `None`: at once.
+    pub disk_time: Option<Duration>,
     pub config: SwarmConfig,
 }
 
@@ -104,6 +107,7 @@ impl NodeSpec {
             pieces: None,
             behavior: Behavior::Honest,
             uplink: None,
+            disk_time: None,
             config: SwarmConfig::default(),
         }
     }
@@ -122,6 +126,10 @@ impl NodeSpec {
     }
     pub fn uplink(mut self, bytes_per_sec: u64) -> Self {
         self.uplink = Some(bytes_per_sec);
+        self
+    }
+    pub fn disk_time(mut self, d: Duration) -> Self {
+        self.disk_time = Some(d);
         self
     }
     pub fn behavior(mut self, b: Behavior) -> Self {
@@ -181,6 +189,12 @@ pub struct Node {
     pub verified: Vec<u32>,
     /// `CheckPiece` outputs seen, per piece.
     pub checks: Vec<u32>,
+    /// Pieces handed over by `CheckPiece` whose check has not come back
+    /// (with a [`NodeSpec::disk_time`]), now and at most.
+    pub checking: u32,
+    pub max_checking: u32,
+    disk_time: Option<Duration>,
+    disk_free_at: Duration,
     /// `CheckPiece` outputs whose hash did not match.
     pub check_failures: u32,
     /// `Serve` outputs dropped (black hole).
@@ -253,6 +267,13 @@ enum Event {
         conn: usize,
         side: usize,
         len: u32,
+    },
+    /// A slow disk finished a `CheckPiece`.
+    Checked {
+        node: usize,
+        piece: u32,
+        ok: bool,
+        data: Vec<u8>,
     },
 }
 
@@ -327,6 +348,10 @@ impl Sim {
                     verified: vec![0; n as usize],
                     checks: vec![0; n as usize],
                     check_failures: 0,
+                    checking: 0,
+                    max_checking: 0,
+                    disk_time: spec.disk_time,
+                    disk_free_at: Duration::ZERO,
                     serves_dropped: 0,
                     skipped: vec![false; n as usize],
                 }
@@ -555,16 +580,25 @@ impl Sim {
                         self.t
                     );
                     node.checks[p] += 1;
-                    let ok = <[u8; 20]>::from(Sha1::digest(&data)) == self.content.hashes[p];
-                    if ok {
-                        assert_eq!(data, self.content.piece(piece), "sha1 collision?!");
-                        node.disk[p] = Some(data.clone());
-                    } else {
-                        node.check_failures += 1;
-                    }
-                    ok
+                    <[u8; 20]>::from(Sha1::digest(&data)) == self.content.hashes[p]
                 };
-                self.nodes[i].swarm.handle_piece_checked(piece, ok, &data);
+                let node = &mut self.nodes[i];
+                match node.disk_time {
+                    Some(d) => {
+                        node.checking += 1;
+                        node.max_checking = node.max_checking.max(node.checking);
+                        let at = node.disk_free_at.max(self.t) + d;
+                        node.disk_free_at = at;
+                        let ev = Event::Checked {
+                            node: i,
+                            piece,
+                            ok,
+                            data,
+                        };
+                        self.schedule(at, ev);
+                    }
+                    None => self.checked(i, piece, ok, data),
+                }
             }
             Output::Disconnect { peer, reason } => {
                 let ep = self.nodes[i].endpoints.get(&peer).copied();
@@ -807,6 +841,18 @@ impl Sim {
         self.nodes[to].swarm.handle_message(key, msg, now);
     }
 
+    /// A node's check of `piece` is done: store it if good, tell the swarm.
+    fn checked(&mut self, i: usize, piece: u32, ok: bool, data: Vec<u8>) {
+        let node = &mut self.nodes[i];
+        if ok {
+            assert_eq!(data, self.content.piece(piece), "sha1 collision?!");
+            node.disk[piece as usize] = Some(data.clone());
+        } else {
+            node.check_failures += 1;
+        }
+        node.swarm.handle_piece_checked(piece, ok, &data);
+    }
+
     // ---- the loop ------------------------------------------------------------
 
     /// One event (a delivery, a block sent, or a tick), then every output.
@@ -843,6 +889,15 @@ impl Sim {
                         let (node, key) = self.conns[conn].ends[side];
                         let now = self.now();
                         self.nodes[node].swarm.handle_block_sent(key, len, now);
+                    }
+                    Event::Checked {
+                        node,
+                        piece,
+                        ok,
+                        data,
+                    } => {
+                        self.nodes[node].checking -= 1;
+                        self.checked(node, piece, ok, data);
                     }
                 }
             }
