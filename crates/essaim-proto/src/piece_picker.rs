@@ -119,7 +119,6 @@ impl PiecePicker {
 
     /// Whether we want anything this peer has.
     pub fn is_interesting(&self, peer: &Bitfield) -> bool {
-        // Byte-wise: this runs for every peer after every verified piece.
         let (have, skip) = (self.have.as_bytes(), self.skip.as_bytes());
         peer.len() == self.have.len()
             && peer
@@ -548,6 +547,7 @@ mod tests {
                         // As in a swarm, the peer's own pieces count.
                         p.peer_bitfield(&peer);
                         let before = startable(&p);
+                        let partial_before: Vec<u32> = p.partial.keys().copied().collect();
                         let rarest = before
                             .iter()
                             .filter(|&&i| peer.get(i))
@@ -555,6 +555,10 @@ mod tests {
                             .min();
                         let got = p.pick(&peer, 1, true, &none, &mut rng);
                         if let Some(r) = got.first() {
+                            proptest::prop_assert!(
+                                before.contains(&r.piece) || partial_before.contains(&r.piece),
+                                "picked piece {} was neither startable nor partial", r.piece
+                            );
                             if before.contains(&r.piece) {
                                 proptest::prop_assert_eq!(Some(p.availability(r.piece)), rarest);
                             }

@@ -61,7 +61,7 @@ pub struct SwarmConfig {
     /// Bytes of complete pieces handed to the driver ([`Output::CheckPiece`])
     /// and not yet checked past which no block is requested until a check
     /// comes back (at least two pieces): a disk slower than the network
-    /// holds back the peers, through TCP, instead of filling memory. Blocks
+    /// slows the download instead of filling memory. Blocks
     /// already requested still come, so this bounds the pieces waiting at
     /// this plus the requests in flight.
     pub check_budget: u64,
@@ -213,6 +213,9 @@ pub struct Swarm {
     /// Initial seeding, while it lasts.
     super_seed: Option<SuperSeed>,
     pex: Option<PexState>,
+    /// The latest time a caller passed in: the clock for work started
+    /// without one (`handle_piece_checked` refilling request queues).
+    last_now: Option<Instant>,
 }
 
 impl Swarm {
@@ -256,6 +259,7 @@ impl Swarm {
             super_seed: (completed && config_super_seed).then(|| SuperSeed::new(num_pieces)),
             pex: config_pex.then(PexState::default),
             completed,
+            last_now: None,
         }
     }
 
@@ -639,6 +643,7 @@ impl Swarm {
 
     /// A message arrived from a peer.
     pub fn handle_message(&mut self, peer: PeerKey, msg: Message, now: Instant) {
+        self.last_now = Some(now);
         if !self.peers.contains_key(&peer) {
             return;
         }
@@ -1038,7 +1043,9 @@ impl Swarm {
         let now = match now {
             Some(n) => n,
             None => match self.peers.get(&peer) {
-                Some(p) => p.last_block_at,
+                Some(p) => self
+                    .last_now
+                    .map_or(p.last_block_at, |t| t.max(p.last_block_at)),
                 None => return,
             },
         };
@@ -1089,6 +1096,12 @@ impl Swarm {
         let picked = self
             .picker
             .pick(pieces, want, !over_budget, &is_mine, &mut self.rng);
+        if p.outstanding.is_empty() && !picked.is_empty() {
+            // We were not waiting on this peer (the check budget may have
+            // held its queue empty for a long while): the snub clock
+            // starts now, not at its last block.
+            p.last_block_at = now;
+        }
         let mut msgs = Vec::with_capacity(picked.len());
         for r in picked {
             if let Some((begin, length)) = self.layout.block(r.piece, r.block) {
@@ -1169,6 +1182,7 @@ impl Swarm {
 
     /// Periodic work: rechoke every 10 s, snub detection.
     pub fn handle_tick(&mut self, now: Instant) {
+        self.last_now = Some(now);
         // Peer exchange, to the peers that speak it.
         if self.pex.is_some() {
             let keys: Vec<(PeerKey, u8)> = self

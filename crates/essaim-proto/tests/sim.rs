@@ -1269,3 +1269,35 @@ fn a_slow_disk_holds_back_the_requests() {
         "{t_bounded:?} vs {t_unbounded:?}"
     );
 }
+
+/// A disk that stalls for longer than the snub timeout holds the requests
+/// back; when they resume, the peer we were not waiting on is not taken
+/// for a snubbing one (which would cancel its requests and cut it to one).
+#[test]
+fn a_long_disk_stall_snubs_nobody() {
+    let mut seed = NodeSpec::seed();
+    seed.config.super_seed = false;
+    let mut leecher = NodeSpec::leecher().disk_time(SNUB_TIMEOUT + secs(10));
+    leecher.config.check_budget = 2 * u64::from(PIECE);
+    let mut sim = Sim::new(content(3), &[seed, leecher], 3);
+    // A round trip longer than a tick: a tick always comes between the
+    // requests sent after a check and their first block.
+    let slow = LinkSpec::latency_ms(600);
+    sim.connect(0, 1, slow, slow, true);
+    sim.run_to_completion(secs(3600));
+    sim.assert_all_data_correct();
+    assert!(
+        sim.nodes[1].max_checking >= 2,
+        "the disk never held anything back"
+    );
+    let cancels: Vec<_> = sim
+        .log
+        .iter()
+        .filter(|s| s.from == 1 && matches!(s.msg, Message::Cancel(_)))
+        .map(|s| s.t)
+        .collect();
+    assert!(
+        cancels.is_empty(),
+        "the leecher cancelled requests at {cancels:?}"
+    );
+}
