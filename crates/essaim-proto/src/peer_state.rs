@@ -6,7 +6,7 @@
 //! (`serve_queue`, bounded by [`MAX_SERVE_QUEUE`]).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use essaim_core::Bitfield;
 use essaim_wire::extension::ExtendedHandshake;
@@ -20,8 +20,17 @@ pub const MAX_SERVE_QUEUE: usize = 500;
 /// Most blocks being read and sent to one peer at once.
 pub const MAX_SERVING: u32 = 32;
 /// Fewest and most requests we keep outstanding at one peer.
-pub const MIN_REQUEST_DEPTH: u32 = 16;
+pub const MIN_REQUEST_DEPTH: u32 = 4;
 pub const MAX_REQUEST_DEPTH: u32 = 1000;
+/// The rate the request pipeline is sized for at least (bytes/s): over the
+/// default two-second horizon, 16 requests.
+pub const FLOOR_RATE: u64 = 128 * 1024;
+/// Time the request pipeline covers at least, once the round trip is known.
+pub const MIN_REQUEST_HORIZON: Duration = Duration::from_millis(500);
+/// ... at most.
+pub const MAX_REQUEST_HORIZON: Duration = Duration::from_secs(10);
+/// ... while the round trip is unknown.
+pub const DEFAULT_REQUEST_HORIZON: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct PeerState {
@@ -46,6 +55,8 @@ pub struct PeerState {
     pub download: RateMeter,
     pub upload: RateMeter,
     pub last_block_at: Instant,
+    /// The connection's round-trip time, as the driver measured it.
+    pub rtt: Option<Duration>,
     pub connected_at: Instant,
     pub unchoked_since: Option<Instant>,
     pub snubbed: bool,
@@ -81,6 +92,7 @@ impl PeerState {
             download: RateMeter::default(),
             upload: RateMeter::default(),
             last_block_at: now,
+            rtt: None,
             connected_at: now,
             unchoked_since: None,
             snubbed: false,
@@ -102,13 +114,34 @@ impl PeerState {
             .clamp(1, MAX_REQUEST_DEPTH)
     }
 
-    /// How many requests to keep outstanding: enough to cover about two
-    /// seconds at the measured rate (rate × round trip, with margin for a
-    /// loaded peer), at least [`MIN_REQUEST_DEPTH`], at most the peer's reqq.
+    /// How many requests to keep outstanding: the measured rate over
+    /// [`PeerState::request_horizon`], but never less than
+    /// [`FLOOR_RATE`] over it (so that a new peer's pipeline starts wide
+    /// enough to measure a rate at all) nor [`MIN_REQUEST_DEPTH`]; at most
+    /// the peer's reqq.
     pub fn request_depth(&mut self, now: Instant) -> u32 {
-        let rate = self.download.rate(now);
-        let by_rate = (rate * 2 / u64::from(essaim_core::BLOCK_SIZE)) as u32;
+        let rate = self.download.rate(now).max(FLOOR_RATE);
+        let horizon = self.request_horizon().as_millis() as u64;
+        let by_rate = (rate.saturating_mul(horizon) / 1000 / u64::from(essaim_core::BLOCK_SIZE))
+            .min(u64::from(MAX_REQUEST_DEPTH)) as u32;
         by_rate.max(MIN_REQUEST_DEPTH).min(self.reqq())
+    }
+
+    /// How much time the requests outstanding at this peer should cover:
+    /// three round trips, at least [`MIN_REQUEST_HORIZON`] (for the peer's
+    /// disk and scheduling), or [`DEFAULT_REQUEST_HORIZON`] until the round
+    /// trip is known. Always more than one round trip, so the pipeline
+    /// cannot shrink itself: with fewer requests than a round trip's worth
+    /// the rate falls, and the depth with it. No longer than needed: every
+    /// request queued at a peer whose upload is shared waits behind the
+    /// others, and a piece forwarded late slows the whole swarm (with a
+    /// fixed two seconds, `bench/swarm.sh 20` ended at 1.11–1.12× the
+    /// bound; with half a second at 1.06–1.07×).
+    pub fn request_horizon(&self) -> Duration {
+        match self.rtt {
+            Some(rtt) => (rtt * 3).clamp(MIN_REQUEST_HORIZON, MAX_REQUEST_HORIZON),
+            None => DEFAULT_REQUEST_HORIZON,
+        }
     }
 
     pub fn is_outstanding(&self, r: BlockRef) -> bool {

@@ -1301,3 +1301,35 @@ fn a_long_disk_stall_snubs_nobody() {
         "the leecher cancelled requests at {cancels:?}"
     );
 }
+
+/// Over a long round trip (1.2 s) the request pipeline covers it (three
+/// round trips once known; two seconds before): a pipeline shorter than
+/// the round trip would cut the rate, the rate the depth, and so on down
+/// to a few blocks per round trip.
+#[test]
+fn a_long_round_trip_keeps_the_link_full() {
+    for report in [true, false] {
+        let up = 256 * 1024;
+        let c = Content::random(PIECE, 160 * u64::from(PIECE), 11);
+        let total = c.layout.total_length();
+        let mut seed = NodeSpec::seed().uplink(up);
+        seed.config.super_seed = false;
+        let mut sim = Sim::new(c, &[seed, NodeSpec::leecher()], 11);
+        let far = LinkSpec::latency_ms(600);
+        let conn = sim.connect(0, 1, far, far, true);
+        if report {
+            sim.report_rtt(conn);
+        }
+        sim.run_to_completion(secs(600));
+        sim.assert_all_data_correct();
+        let at_link_rate = total as f64 / up as f64;
+        let took = sim.nodes[1].completed_at.expect("completed").as_secs_f64();
+        // The handshake, the first round trips while the rate is unknown,
+        // and the last round trip: a few seconds over the link's time.
+        let slack = if report { 4.0 } else { 6.0 };
+        assert!(
+            took < at_link_rate + slack,
+            "rtt reported: {report}; {took:.1} s for {at_link_rate:.1} s at the link's rate"
+        );
+    }
+}

@@ -13,6 +13,9 @@
 //!   (requests, say) but never reads would make us queue answers (rejects)
 //!   without bound, so at [`MAX_WRITE_BACKLOG`] commands waiting the actor
 //!   drops it.
+//! - The reader also reports the kernel's round-trip time of the
+//!   connection ([`RTT_REPORT_INTERVAL`], Linux `TCP_INFO`), from which the
+//!   swarm sizes our request pipeline to that peer.
 //! - Timeouts: the handshake must complete in [`HANDSHAKE_TIMEOUT`]; a peer
 //!   silent for [`IDLE_TIMEOUT`] (`SessionConfig::idle_timeout`) is dropped;
 //!   we send a keep-alive after [`KEEPALIVE_INTERVAL`] of silence on our side.
@@ -37,6 +40,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
+/// How often a reader that is receiving reports the connection's RTT.
+pub const RTT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Commands waiting for one peer's writer, at most (about 450 KiB). An
@@ -51,6 +56,8 @@ pub enum PeerEvent {
     Message(PeerKey, Message),
     /// A block from `Serve` went out (or failed to: `bytes` is then 0).
     Sent(PeerKey, u32),
+    /// The kernel's smoothed round-trip time of the connection.
+    Rtt(PeerKey, Duration),
     Closed(PeerKey, String),
 }
 
@@ -166,6 +173,7 @@ pub async fn run_reader(
 ) {
     let mut decoder = MessageDecoder::new(max_message_len);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut rtt_at = tokio::time::Instant::now();
     let reason = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(msg)) => {
@@ -187,11 +195,49 @@ pub async fn run_reader(
                 if let Some(l) = &limit {
                     l.acquire(n).await;
                 }
+                if rtt_at.elapsed() >= RTT_REPORT_INTERVAL {
+                    rtt_at = tokio::time::Instant::now();
+                    if let Some(rtt) = tcp_rtt(&read) {
+                        if events.send(PeerEvent::Rtt(key, rtt)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
             Ok(Err(e)) => break format!("read error: {e}"),
         }
     };
     let _ = events.send(PeerEvent::Closed(key, reason)).await;
+}
+
+/// The kernel's smoothed round-trip time of the connection, from Linux's
+/// `TCP_INFO` (`tcpi_rtt`); `None` elsewhere or if the kernel has none yet.
+/// It leaves out the time the peer's client takes to answer: that is the
+/// path our requests must cover, not our queue at the peer.
+#[cfg(target_os = "linux")]
+fn tcp_rtt(read: &OwnedReadHalf) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    let fd = read.as_ref().as_raw_fd();
+    // SAFETY: an all-zero `tcp_info` is a valid value (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is the open socket `read` holds; `info` is writable and
+    // `len` is its size, so the kernel writes at most that many bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tcp_rtt(_: &OwnedReadHalf) -> Option<Duration> {
+    None
 }
 
 /// Writes what the actor sends, serving blocks from storage.

@@ -757,6 +757,7 @@ impl Actor {
         match ev {
             PeerEvent::Message(key, msg) => self.swarm.handle_message(key, msg, now),
             PeerEvent::Sent(key, bytes) => self.swarm.handle_block_sent(key, bytes, now),
+            PeerEvent::Rtt(key, rtt) => self.swarm.handle_peer_rtt(key, rtt),
             PeerEvent::Closed(key, why) => {
                 if let Some(c) = self.conns.remove(&key) {
                     tracing::debug!(addr = %c.addr, "peer closed: {why}");

@@ -432,6 +432,15 @@ impl Sim {
         c
     }
 
+    /// Tells both ends of connection `c` its round trip (the two links'
+    /// latencies), as the engine does from the kernel's estimate.
+    pub fn report_rtt(&mut self, c: usize) {
+        let rtt = self.conns[c].links[0].spec.latency + self.conns[c].links[1].spec.latency;
+        for (node, key) in self.conns[c].ends {
+            self.nodes[node].swarm.handle_peer_rtt(key, rtt);
+        }
+    }
+
     /// Connects every pair, with a link latency drawn from `latency_ms`.
     pub fn connect_all(&mut self, latency_ms: std::ops::Range<u64>, fast: bool) {
         use rand::Rng;
