@@ -506,8 +506,6 @@ impl Swarm {
         }
     }
 
-    /// A block we handed out with `Serve` was written to the peer's socket
-    /// (or could not be: the driver reports it all the same).
     /// The driver measured the connection's round-trip time (the kernel's
     /// estimate: it leaves out the peer's own queue). Sizes the requests
     /// we keep outstanding there ([`PeerState::request_horizon`]).
@@ -517,6 +515,8 @@ impl Swarm {
         }
     }
 
+    /// A block we handed out with `Serve` was written to the peer's socket
+    /// (or could not be: the driver reports it all the same).
     pub fn handle_block_sent(&mut self, peer: PeerKey, bytes: u32, now: Instant) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.serving = p.serving.saturating_sub(1);
