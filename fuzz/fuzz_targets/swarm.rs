@@ -719,7 +719,7 @@ fuzz_target!(|data: &[u8]| {
                     if ok {
                         d.have[piece as usize] = true;
                     }
-                    d.swarm.handle_piece_checked(piece, ok, &data);
+                    d.swarm.handle_piece_checked(piece, ok, &data, d.now);
                 }
             }
             _ => {

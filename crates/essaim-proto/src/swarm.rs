@@ -213,9 +213,6 @@ pub struct Swarm {
     /// Initial seeding, while it lasts.
     super_seed: Option<SuperSeed>,
     pex: Option<PexState>,
-    /// The latest time a caller passed in: the clock for work started
-    /// without one (`handle_piece_checked` refilling request queues).
-    last_now: Option<Instant>,
 }
 
 impl Swarm {
@@ -259,7 +256,6 @@ impl Swarm {
             super_seed: (completed && config_super_seed).then(|| SuperSeed::new(num_pieces)),
             pex: config_pex.then(PexState::default),
             completed,
-            last_now: None,
         }
     }
 
@@ -529,9 +525,6 @@ impl Swarm {
         self.pump_serving(peer);
     }
 
-    /// The driver hashed a piece from `CheckPiece`: `ok` means the hash
-    /// matched and the data is on disk. `data` is the piece's data as it was
-    /// checked (used to find who lied when a piece fails).
     /// Gives back the buffer of a [`Output::CheckPiece`] once the driver is
     /// done with it (after [`Swarm::handle_piece_checked`]); a few are kept
     /// for the next pieces.
@@ -544,7 +537,11 @@ impl Swarm {
         }
     }
 
-    pub fn handle_piece_checked(&mut self, piece: u32, ok: bool, data: &[u8]) {
+    /// The driver hashed a piece from `CheckPiece`: `ok` means the hash
+    /// matched and the data is on disk. `data` is the piece's data as it was
+    /// checked (used to find who lied when a piece fails). Every peer's
+    /// request queue is filled again, as of `now`.
+    pub fn handle_piece_checked(&mut self, piece: u32, ok: bool, data: &[u8], now: Instant) {
         let senders = self.pending_senders.remove(&piece).unwrap_or_default();
         if ok {
             self.convict_liars(piece, data);
@@ -611,7 +608,7 @@ impl Swarm {
         }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
-            self.fill_requests(key, None);
+            self.fill_requests(key, now);
         }
     }
 
@@ -652,7 +649,6 @@ impl Swarm {
 
     /// A message arrived from a peer.
     pub fn handle_message(&mut self, peer: PeerKey, msg: Message, now: Instant) {
-        self.last_now = Some(now);
         if !self.peers.contains_key(&peer) {
             return;
         }
@@ -700,7 +696,7 @@ impl Swarm {
             Message::Unchoke => {
                 p.peer_choking = false;
                 p.last_block_at = now;
-                self.fill_requests(peer, Some(now));
+                self.fill_requests(peer, now);
             }
             Message::Interested => {
                 p.peer_interested = true;
@@ -766,13 +762,13 @@ impl Swarm {
                 if p.take_outstanding(r) {
                     self.picker.request_dropped(r);
                 }
-                self.fill_requests(peer, Some(now));
+                self.fill_requests(peer, now);
             }
             Message::AllowedFast { piece } => {
                 need_fast("allowed_fast")?;
                 if piece < n && !p.allowed_fast.contains(&piece) && p.allowed_fast.len() < 64 {
                     p.allowed_fast.push(piece);
-                    self.fill_requests(peer, Some(now));
+                    self.fill_requests(peer, now);
                 }
             }
             Message::Suggest { .. } => need_fast("suggest")?,
@@ -806,7 +802,7 @@ impl Swarm {
     fn after_pieces_changed(&mut self, peer: PeerKey, now: Instant) {
         self.super_seed_peer_has(peer, now);
         self.update_interest(peer);
-        self.fill_requests(peer, Some(now));
+        self.fill_requests(peer, now);
     }
 
     fn update_interest(&mut self, peer: PeerKey) {
@@ -956,7 +952,7 @@ impl Swarm {
                 }
             }
         }
-        self.fill_requests(peer, Some(now));
+        self.fill_requests(peer, now);
         Ok(())
     }
 
@@ -1048,25 +1044,16 @@ impl Swarm {
     }
 
     /// Tops up the requests outstanding at `peer`.
-    fn fill_requests(&mut self, peer: PeerKey, now: Option<Instant>) {
-        let now = match now {
-            Some(n) => n,
-            None => match self.peers.get(&peer) {
-                Some(p) => self
-                    .last_now
-                    .map_or(p.last_block_at, |t| t.max(p.last_block_at)),
-                None => return,
-            },
-        };
-        let budget_pieces =
-            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(4) as usize;
-        let over_budget = self.picker.partial_count() >= budget_pieces;
+    fn fill_requests(&mut self, peer: PeerKey, now: Instant) {
         let check_pieces =
             (self.config.check_budget / u64::from(self.layout.piece_length())).max(2) as usize;
         if self.pending_senders.len() >= check_pieces {
             // `handle_piece_checked` fills every peer's queue again.
             return;
         }
+        let budget_pieces =
+            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(4) as usize;
+        let over_budget = self.picker.partial_count() >= budget_pieces;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -1191,7 +1178,6 @@ impl Swarm {
 
     /// Periodic work: rechoke every 10 s, snub detection.
     pub fn handle_tick(&mut self, now: Instant) {
-        self.last_now = Some(now);
         // Peer exchange, to the peers that speak it.
         if self.pex.is_some() {
             let keys: Vec<(PeerKey, u8)> = self
@@ -1260,7 +1246,7 @@ impl Swarm {
             }
         }
         for key in &keys {
-            self.fill_requests(*key, Some(now));
+            self.fill_requests(*key, now);
         }
         let due = self
             .last_rechoke

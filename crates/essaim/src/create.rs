@@ -36,11 +36,7 @@ use sha1::{Digest, Sha1};
 /// Smallest piece length accepted (the block size).
 pub const MIN_PIECE_LENGTH: u32 = 16 * 1024;
 
-/// Size of the positional reads done while hashing.
-/// (1 MiB: a piece read is hashed while it is still in the core's L2
-/// cache; `essaim create` of 1 GiB spent 0.13–0.17 s in the kernel with
-/// them, 0.17–0.21 s with 4 MiB reads.)
-const READ_CHUNK: usize = 1024 * 1024;
+use crate::storage::READ_CHUNK;
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {

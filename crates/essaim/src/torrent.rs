@@ -789,7 +789,8 @@ impl Actor {
                 if !ok {
                     tracing::debug!(piece, "piece failed its hash check");
                 }
-                self.swarm.handle_piece_checked(piece, ok, data);
+                self.swarm
+                    .handle_piece_checked(piece, ok, data, Instant::now());
             }
             Err(e) => {
                 tracing::error!("{e}");

@@ -852,6 +852,7 @@ impl Sim {
 
     /// A node's check of `piece` is done: store it if good, tell the swarm.
     fn checked(&mut self, i: usize, piece: u32, ok: bool, data: Vec<u8>) {
+        let now = self.now();
         let node = &mut self.nodes[i];
         if ok {
             assert_eq!(data, self.content.piece(piece), "sha1 collision?!");
@@ -859,7 +860,7 @@ impl Sim {
         } else {
             node.check_failures += 1;
         }
-        node.swarm.handle_piece_checked(piece, ok, &data);
+        node.swarm.handle_piece_checked(piece, ok, &data, now);
     }
 
     // ---- the loop ------------------------------------------------------------

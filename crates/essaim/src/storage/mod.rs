@@ -33,11 +33,11 @@ pub use resume::{FileStamp, Resume};
 /// Most data files kept open at once by one [`Storage`].
 pub const MAX_OPEN_FILES: usize = 128;
 
-/// Size of the positional reads done when hashing many pieces.
-/// (1 MiB: a piece read is hashed while it is still in the core's L2
+/// Size of the positional reads done when hashing many pieces (recheck,
+/// and `create`). (1 MiB: a piece read is hashed while it is still in the core's L2
 /// cache; `essaim create` of 1 GiB spent 0.13–0.17 s in the kernel with
 /// them, 0.17–0.21 s with 4 MiB reads.)
-const READ_CHUNK: usize = 1024 * 1024;
+pub(crate) const READ_CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
