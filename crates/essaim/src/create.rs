@@ -18,7 +18,7 @@
 //!
 //! Hashing: pieces span file boundaries; threads take batches of pieces from
 //! a shared counter, reading each batch with positional reads of up to
-//! 1 MiB, so memory stays at one buffer per thread.
+//! 128 KiB (`storage::READ_CHUNK`), so memory stays at one buffer per thread.
 
 use std::fs::File;
 use std::io;

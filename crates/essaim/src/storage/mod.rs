@@ -34,10 +34,11 @@ pub use resume::{FileStamp, Resume};
 pub const MAX_OPEN_FILES: usize = 128;
 
 /// Size of the positional reads done when hashing many pieces (recheck,
-/// and `create`). (1 MiB: a piece read is hashed while it is still in the core's L2
-/// cache; `essaim create` of 1 GiB spent 0.13–0.17 s in the kernel with
-/// them, 0.17–0.21 s with 4 MiB reads.)
-pub(crate) const READ_CHUNK: usize = 1024 * 1024;
+/// and `create`). 128 KiB: each read is hashed while it is still in the
+/// core's L2 cache (1 MiB per core here). Two threads reading a 4 GiB file
+/// from the page cache and hashing it ran at 3.15 GB/s with 128 KiB reads,
+/// 2.9–3.0 GB/s with 1 MiB reads, and 3.85 GB/s hashing without reading.
+pub(crate) const READ_CHUNK: usize = 128 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
