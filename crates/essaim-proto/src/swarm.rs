@@ -929,8 +929,16 @@ impl Swarm {
                 let buf = self.buffers.entry(piece).or_insert_with(|| {
                     // Every block is written before the piece is checked,
                     // so a reused buffer's old bytes never reach the hash.
-                    let mut data = spare.pop().unwrap_or_default();
-                    data.resize(piece_size, 0);
+                    // A new buffer comes zeroed from the allocator (a
+                    // fresh mapping for a large one), so its pages are
+                    // touched only as the blocks arrive.
+                    let data = match spare.pop() {
+                        Some(mut d) => {
+                            d.resize(piece_size, 0);
+                            d
+                        }
+                        None => vec![0u8; piece_size],
+                    };
                     PieceBuffer {
                         data,
                         senders: vec![None; blocks],

@@ -43,6 +43,12 @@ use crate::tracker::{spawn_announcer, AnnounceStats, AnnouncerConfig};
 pub const RESUME_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials in progress at once per torrent.
 const MAX_DIALING: usize = 8;
+/// Events (mostly received blocks) the peers' readers may queue for the
+/// torrent before they wait. Each queued block holds its reader's 64 KiB
+/// buffer, so this bounds memory: with 128, a 1 GiB download from one
+/// fast peer peaked at 13–14 MiB of anonymous memory; with 32, at 9–11 MiB
+/// (peak RSS 19.8–20.9 MiB against 15.6–18.2 MiB), at the same speed.
+const PEER_EVENT_QUEUE: usize = 32;
 /// A leecher with fewer connected peers than this searches the DHT again,
 /// first after [`DHT_RESEARCH_FIRST`], then twice as long each time up to
 /// [`DHT_RESEARCH_MAX`] (the node itself repeats every search every 15 to
@@ -341,7 +347,7 @@ impl Actor {
                 }
             }
         }
-        let (events_tx, events_rx) = mpsc::channel(128);
+        let (events_tx, events_rx) = mpsc::channel(PEER_EVENT_QUEUE);
         let (disk_tx, disk_rx) = mpsc::unbounded_channel();
         let (dial_tx, dial_rx) = mpsc::channel(64);
         let (announce_tx, _) = watch::channel(AnnounceStats::default());
