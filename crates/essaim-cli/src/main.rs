@@ -167,7 +167,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Keeps glibc's allocator from holding on to memory the client freed
-/// (its one long-running use is piece buffers, 16 KiB–16 MiB each):
+/// (its one long-running use is piece buffers, 16 KiB–64 MiB each):
 /// buffers from 256 KiB up are always mapped and unmapped, never cached in
 /// an arena (glibc otherwise raises that threshold after the first free,
 /// and the freed buffers stay resident), and two arenas serve all threads.
@@ -180,8 +180,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `madvise`) hundreds of times per download and faulted it in again:
 /// keeping up to 4 MiB at the top of an arena, and growing it 2 MiB at a
 /// time, took a 1 GiB download from 500–1100 such calls to 20–50 (with
-/// the swarm's larger buffer pool: 2.0–2.1 s to 1.3–1.6 s by hand, peak
-/// RSS 15–18 MiB to 17–19 MiB). Must run before any thread is started.
+/// the swarm's larger buffer pool: 2.0–2.1 s to 1.3–1.6 s by hand; peak
+/// RSS went up by 2–3 MiB, which the torrent's shorter event queue took
+/// back). Must run before any thread is started.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets glibc's allocator parameters; it is called

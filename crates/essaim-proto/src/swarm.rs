@@ -203,7 +203,8 @@ pub struct Swarm {
     buffers: HashMap<u32, PieceBuffer>,
     /// Piece buffers handed back by the driver ([`Swarm::recycle_buffer`]),
     /// reused so that a download does not allocate (and zero) a buffer per
-    /// piece.
+    /// piece: at most [`SPARE_BUFFER_BYTES`] (or two buffers), and none
+    /// once complete.
     spare_buffers: Vec<Vec<u8>>,
     /// Who sent the blocks of pieces being checked (to blame on a bad hash).
     pending_senders: HashMap<u32, Vec<Option<PeerKey>>>,
@@ -532,8 +533,11 @@ impl Swarm {
 
     /// Gives back the buffer of a [`Output::CheckPiece`] once the driver is
     /// done with it (after [`Swarm::handle_piece_checked`]); a few are kept
-    /// for the next pieces.
+    /// for the next pieces, none once the download is complete.
     pub fn recycle_buffer(&mut self, buf: Vec<u8>) {
+        if self.completed {
+            return;
+        }
         let piece_len = (self.layout.piece_length() as usize).max(1);
         let keep = (SPARE_BUFFER_BYTES / piece_len).max(2);
         if self.spare_buffers.len() < keep && buf.capacity() >= piece_len {
@@ -573,6 +577,8 @@ impl Swarm {
             }
             if self.picker.is_complete() && !self.completed {
                 self.completed = true;
+                // A seed needs no piece buffers.
+                self.spare_buffers = Vec::new();
                 self.out.push_back(Output::Completed);
                 let seeds: Vec<PeerKey> = self
                     .peers
@@ -929,9 +935,10 @@ impl Swarm {
                 let buf = self.buffers.entry(piece).or_insert_with(|| {
                     // Every block is written before the piece is checked,
                     // so a reused buffer's old bytes never reach the hash.
-                    // A new buffer comes zeroed from the allocator (a
-                    // fresh mapping for a large one), so its pages are
-                    // touched only as the blocks arrive.
+                    // A new buffer comes zeroed from the allocator; a large
+                    // one (from 256 KiB, see the CLI's `tune_allocator`) is
+                    // a fresh mapping whose pages are touched only as the
+                    // blocks arrive.
                     let data = match spare.pop() {
                         Some(mut d) => {
                             d.resize(piece_size, 0);

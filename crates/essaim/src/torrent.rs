@@ -44,10 +44,12 @@ pub const RESUME_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials in progress at once per torrent.
 const MAX_DIALING: usize = 8;
 /// Events (mostly received blocks) the peers' readers may queue for the
-/// torrent before they wait. Each queued block holds its reader's 64 KiB
-/// buffer, so this bounds memory: with 128, a 1 GiB download from one
-/// fast peer peaked at 13–14 MiB of anonymous memory; with 32, at 9–11 MiB
-/// (peak RSS 19.8–20.9 MiB against 15.6–18.2 MiB), at the same speed.
+/// torrent before they wait (plus one more per reader, waiting to be
+/// queued). A queued 16 KiB block keeps its reader's whole 64 KiB read
+/// buffer alive, so this bounds memory: with 128, a 1 GiB download from
+/// one fast peer peaked at 13–14 MiB of anonymous memory; with 32, at
+/// 9–11 MiB (peak RSS 19.8–20.9 MiB against 15.6–18.2 MiB), at the same
+/// speed.
 const PEER_EVENT_QUEUE: usize = 32;
 /// A leecher with fewer connected peers than this searches the DHT again,
 /// first after [`DHT_RESEARCH_FIRST`], then twice as long each time up to
