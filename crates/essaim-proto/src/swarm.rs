@@ -538,9 +538,9 @@ impl Swarm {
         if self.completed {
             return;
         }
-        let piece_len = (self.layout.piece_length() as usize).max(1);
-        let keep = (SPARE_BUFFER_BYTES / piece_len).max(2);
-        if self.spare_buffers.len() < keep && buf.capacity() >= piece_len {
+        let keep = self.whole_pieces(SPARE_BUFFER_BYTES as u64, 2);
+        if self.spare_buffers.len() < keep && buf.capacity() >= self.layout.piece_length() as usize
+        {
             // Its length is kept: `resize` then zeroes nothing.
             self.spare_buffers.push(buf);
         }
@@ -1063,16 +1063,24 @@ impl Swarm {
         Ok(())
     }
 
+    /// How many whole pieces fit in `bytes`, but at least `at_least`.
+    fn whole_pieces(&self, bytes: u64, at_least: usize) -> usize {
+        // The layout refuses a zero piece length; `max(1)` only keeps this
+        // total.
+        let per_piece = u64::from(self.layout.piece_length()).max(1);
+        usize::try_from(bytes / per_piece)
+            .unwrap_or(usize::MAX)
+            .max(at_least)
+    }
+
     /// Tops up the requests outstanding at `peer`.
     fn fill_requests(&mut self, peer: PeerKey, now: Instant) {
-        let check_pieces =
-            (self.config.check_budget / u64::from(self.layout.piece_length())).max(2) as usize;
+        let check_pieces = self.whole_pieces(self.config.check_budget, 2);
         if self.pending_senders.len() >= check_pieces {
             // `handle_piece_checked` fills every peer's queue again.
             return;
         }
-        let budget_pieces =
-            (self.config.partial_budget / u64::from(self.layout.piece_length())).max(4) as usize;
+        let budget_pieces = self.whole_pieces(self.config.partial_budget, 4);
         let over_budget = self.picker.partial_count() >= budget_pieces;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
