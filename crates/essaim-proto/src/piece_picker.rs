@@ -106,6 +106,15 @@ impl PiecePicker {
         self.skip.set(piece);
         self.fresh.clear(piece);
     }
+    /// Wants a skipped piece again (a file selected at run time).
+    pub fn set_unskipped(&mut self, piece: u32) {
+        if !self.skip.clear(piece) {
+            return;
+        }
+        if !self.have.get(piece) && !self.pending.get(piece) && !self.partial.contains_key(&piece) {
+            self.fresh.set(piece);
+        }
+    }
     pub fn is_skipped(&self, piece: u32) -> bool {
         self.skip.get(piece)
     }

@@ -135,6 +135,9 @@ pub enum Output {
     /// A peer's DHT node (its IP, the port of its `port` message, BEP 5):
     /// worth a ping. At most one per connection.
     DhtNode(std::net::SocketAddr),
+    /// The info dictionary of a magnet link, complete and matching the
+    /// infohash (from [`crate::magnet::MagnetPhase`] only).
+    MetadataReceived(Bytes),
 }
 
 /// Counters for the user interface and trackers.
@@ -296,6 +299,39 @@ impl Swarm {
         }
     }
 
+    /// Changes which pieces are wanted at run time (file selection):
+    /// `skipped` holds the pieces not to download. Peers' interest follows;
+    /// a torrent that wants nothing more it lacks completes
+    /// ([`Output::Completed`]), and one that wants pieces again is no longer
+    /// complete ([`Swarm::is_complete`]).
+    pub fn set_skipped(&mut self, skipped: &Bitfield, now: Instant) {
+        let n = self.layout.num_pieces();
+        for piece in 0..n {
+            match (skipped.get(piece), self.picker.is_skipped(piece)) {
+                (true, false) => self.picker.set_skipped(piece),
+                (false, true) => self.picker.set_unskipped(piece),
+                _ => {}
+            }
+        }
+        let picker = &self.picker;
+        for p in self.peers.values_mut() {
+            p.wanted = p.bitfield.iter_set().filter(|&i| picker.wants(i)).count() as u32;
+        }
+        let complete = self.picker.is_complete();
+        if complete && !self.completed {
+            self.completed = true;
+            self.spare_buffers = Vec::new();
+            self.out.push_back(Output::Completed);
+        } else if !complete {
+            self.completed = false;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.update_interest(key);
+            self.fill_requests(key, now);
+        }
+    }
+
     /// Largest message a peer may send us, for the framing decoder.
     pub fn max_message_len(&self) -> u32 {
         let bitfield = Bitfield::byte_len(self.layout.num_pieces()) as u32 + 1;
@@ -369,6 +405,90 @@ impl Swarm {
         if let Some(pex) = self.pex.as_mut() {
             pex.peer_connected(peer, now);
         }
+        self.send_bitfield(peer, fast);
+        if extensions {
+            self.send_extended_handshake(peer, peer_ip);
+        }
+        if let Some(ss) = self.super_seed.as_mut() {
+            // Shown pieces once unchoked: a free slot is its at once.
+            ss.peer_connected(peer, now);
+            self.fill_slots(now);
+        }
+    }
+
+    /// A connection of a magnet link's first phase
+    /// ([`crate::magnet::MagnetPhase`]), now that the torrent's pieces are
+    /// known: what it said of its pieces, choke and interest counts as if
+    /// said now. It was told we had nothing (`have_none`, or no bitfield),
+    /// so the pieces we have since found on disk are announced with `have`
+    /// (a bitfield may only open a connection), and our extended handshake
+    /// goes again, now with the metadata size. A peer whose early bitfield
+    /// or `have` does not fit the piece count is disconnected.
+    pub fn handle_peer_adopted(
+        &mut self,
+        peer: PeerKey,
+        early: crate::magnet::EarlyPeer,
+        now: Instant,
+    ) {
+        let n = self.layout.num_pieces();
+        let bits = match early.bitfield(n) {
+            Ok(b) => b,
+            Err(why) => {
+                self.disconnect(peer, DisconnectReason::Protocol(why));
+                return;
+            }
+        };
+        let mut state = PeerState::new(n, early.fast, early.extensions, now);
+        state.ip = early.ip;
+        state.ext = early.ext;
+        state.peer_choking = early.peer_choking;
+        state.peer_interested = early.peer_interested;
+        state.dht_port_seen = early.dht_port_seen;
+        let listen = match (early.dialled, early.ip, state.ext.as_ref()) {
+            (None, Some(ip), Some(ext)) => {
+                ext.listen_port.map(|p| std::net::SocketAddr::new(ip, p))
+            }
+            _ => None,
+        };
+        self.peers.insert(peer, state);
+        if let Some(pex) = self.pex.as_mut() {
+            pex.peer_connected(peer, now);
+            if let Some(addr) = listen {
+                pex.peer_address(peer, addr, 0);
+            }
+        }
+        if let Some(addr) = early.dialled {
+            self.handle_peer_address(peer, addr);
+        }
+        if self.super_seed.is_none() {
+            let pieces: Vec<u32> = self.picker.have().iter_set().collect();
+            for piece in pieces {
+                self.send(peer, Message::Have { piece });
+            }
+        }
+        if early.extensions {
+            self.send_extended_handshake(peer, early.ip);
+        }
+        if let Some(ss) = self.super_seed.as_mut() {
+            ss.peer_connected(peer, now);
+        }
+        match bits {
+            Some(bits) => self.set_peer_bitfield(peer, bits, now),
+            None => self.update_interest(peer),
+        }
+        if self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.peer_interested && p.am_choking)
+            || self.super_seed.is_some()
+        {
+            self.fill_slots(now);
+        }
+    }
+
+    /// Our opening statement of what we have (BEP 3 bitfield, or BEP 6
+    /// `have_all`/`have_none`).
+    fn send_bitfield(&mut self, peer: PeerKey, fast: bool) {
         let have = self.picker.have();
         let hiding = self.super_seed.is_some();
         let msg = if hiding {
@@ -391,7 +511,11 @@ impl Swarm {
         if msg != Message::KeepAlive {
             self.send(peer, msg);
         }
-        if extensions {
+    }
+
+    /// Our extended handshake (BEP 10).
+    fn send_extended_handshake(&mut self, peer: PeerKey, peer_ip: Option<std::net::IpAddr>) {
+        {
             let mut m = vec![("ut_metadata".to_owned(), extension::UT_METADATA_ID)];
             if self.pex.is_some() {
                 m.push(("ut_pex".to_owned(), extension::UT_PEX_ID));
@@ -411,11 +535,6 @@ impl Swarm {
                     payload: Bytes::from(hs.encode()),
                 },
             );
-        }
-        if let Some(ss) = self.super_seed.as_mut() {
-            // Shown pieces once unchoked: a free slot is its at once.
-            ss.peer_connected(peer, now);
-            self.fill_slots(now);
         }
     }
 
@@ -1034,22 +1153,7 @@ impl Swarm {
             let their_id = p.ext.as_ref().and_then(|e| e.extension_id("ut_metadata"));
             let msg = MetadataMessage::decode(&payload).map_err(|e| e.to_string())?;
             if let (MetadataMessage::Request { piece }, Some(their_id)) = (msg, their_id) {
-                let reply = match &self.metadata {
-                    Some(m) => {
-                        let start = piece as usize * extension::METADATA_PIECE_SIZE;
-                        if start < m.len() {
-                            let end = (start + extension::METADATA_PIECE_SIZE).min(m.len());
-                            MetadataMessage::Data {
-                                piece,
-                                total_size: m.len() as u64,
-                                data: m.slice(start..end),
-                            }
-                        } else {
-                            MetadataMessage::Reject { piece }
-                        }
-                    }
-                    None => MetadataMessage::Reject { piece },
-                };
+                let reply = crate::magnet::metadata_answer(self.metadata.as_ref(), piece);
                 self.send(
                     peer,
                     Message::Extended {

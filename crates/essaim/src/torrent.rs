@@ -879,6 +879,7 @@ impl Actor {
                         dht.add_node(addr);
                     }
                 }
+                Output::MetadataReceived(_) => {}
                 Output::Completed => {
                     tracing::info!(name = %self.meta.info.name, "download complete");
                     self.resume_dirty = true;

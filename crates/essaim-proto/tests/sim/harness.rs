@@ -645,6 +645,7 @@ impl Sim {
                 assert_eq!(node.verified[idx], 1, "node {i}: piece {p} verified twice");
             }
             Output::PeersDiscovered(_) | Output::DhtNode(_) => {}
+            Output::MetadataReceived(_) => panic!("a swarm never fetches metadata"),
             Output::Completed => {
                 let node = &mut self.nodes[i];
                 node.completed += 1;
