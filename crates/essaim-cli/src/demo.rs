@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use essaim::create::{create_torrent, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig};
-use essaim::torrent::TorrentState;
 use essaim::tracker_server::TrackerServer;
-use essaim_core::Metainfo;
+use essaim::{AddOptions, AddSource, Session, SessionConfig, Settings, TorrentId, TorrentState};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::progress::human_bytes;
@@ -61,24 +59,33 @@ async fn run_in(
         ..CreateOptions::default()
     };
     let torrent = create_torrent(&content, &opts, &|_, _| {})?;
-    let meta = Metainfo::from_bytes(&torrent)?;
 
     // On 127.0.0.1, with peers from the demo's tracker only.
     let local = |upload_limit| SessionConfig {
         lsd: false,
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
-        upload_limit,
+        settings: Settings {
+            upload_limit,
+            ..Settings::default()
+        },
         ..SessionConfig::default()
+    };
+    let add = |dir: PathBuf| AddOptions {
+        save_path: Some(dir),
+        ..AddOptions::default()
     };
     let seeder = Session::new(local(Some(seed_upload))).await?;
     let seeder_id = seeder.peer_id();
-    let seed_handle = seeder.add_torrent(AddTorrent {
-        metainfo: meta.clone(),
-        output_dir: source_dir.clone(),
-        peers: Vec::new(),
-    })?;
-    seed_handle.wait_for(|s| s.is_complete()).await;
+    let seed_id = seeder
+        .add(AddSource::Torrent(torrent.clone()), add(source_dir.clone()))
+        .await?
+        .id;
+    seeder
+        .wait_for(seed_id, |s| {
+            s.is_complete() || matches!(s.state, TorrentState::Error(_))
+        })
+        .await;
     println!(
         "seeder on {} (upload capped at {}/s)",
         seeder.local_addr(),
@@ -95,11 +102,13 @@ async fn run_in(
     let mut sessions = Vec::new();
     for i in 0..leechers {
         let session = Session::new(local(None)).await?;
-        let handle = session.add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: work.join(format!("leecher-{}", i + 1)),
-            peers: Vec::new(),
-        })?;
+        let handle: TorrentId = session
+            .add(
+                AddSource::Torrent(torrent.clone()),
+                add(work.join(format!("leecher-{}", i + 1))),
+            )
+            .await?
+            .id;
         let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
         bar.set_prefix(format!("leecher {}", i + 1));
@@ -109,14 +118,16 @@ async fn run_in(
     // Wait for every leecher, updating the bars.
     let mut finish_times = vec![None; leechers];
     loop {
-        for (i, (_, handle, bar)) in sessions.iter().enumerate() {
-            let s = handle.status();
-            bar.set_position(s.stats.verified);
+        for (i, (session, handle, bar)) in sessions.iter().enumerate() {
+            let Some(s) = session.get(*handle) else {
+                bail!("leecher {}: its torrent is gone", i + 1);
+            };
+            bar.set_position(s.verified);
             bar.set_message(format!(
                 "down {}/s up {}/s peers {}",
-                human_bytes(s.stats.download_rate),
-                human_bytes(s.stats.upload_rate),
-                s.stats.peers
+                human_bytes(s.download_rate),
+                human_bytes(s.upload_rate),
+                s.peers
             ));
             if let TorrentState::Error(e) = &s.state {
                 bail!("leecher {}: {e}", i + 1);
@@ -149,10 +160,10 @@ async fn run_in(
         "leecher", "time", "from seeder", "from leechers", "p2p", "uploaded"
     );
     let mut seeder_total = 0;
-    for (i, (_, handle, _)) in sessions.iter().enumerate() {
-        let s = handle.status();
+    for (i, (session, handle, _)) in sessions.iter().enumerate() {
+        let totals = session.peer_totals(*handle).await?;
         let (mut from_seed, mut from_peers, mut up) = (0u64, 0u64, 0u64);
-        for (id, (down, upl)) in &s.totals_by_peer {
+        for (id, (down, upl)) in &totals {
             if *id == seeder_id {
                 from_seed += down;
             } else {

@@ -13,8 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use essaim::create::{create_torrent, parse_size, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle, TorrentOptions};
-use essaim::torrent::TorrentState;
+use essaim::{
+    AddOptions, AddSource, Limit, Session, SessionConfig, Settings, TorrentId, TorrentOptions,
+    TorrentState, TorrentSummary,
+};
 use essaim_core::{Magnet, Metainfo};
 
 #[derive(Parser)]
@@ -247,8 +249,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             transfer(source, output, &net, !no_seed, seed_ratio, seed_time).await
         }
         Command::Seed { file, data, net } => {
-            let metainfo = load_torrent(&file)?;
-            transfer(Source::Torrent(metainfo), data, &net, true, None, None).await
+            let bytes = read_capped(&file, 64 * 1024 * 1024)?;
+            let metainfo = Metainfo::from_bytes(&bytes)
+                .with_context(|| format!("{} is not a valid torrent", file.display()))?;
+            let root = seed_root(&data, &metainfo)?;
+            transfer(Source::Torrent(bytes), root, &net, true, None, None).await
         }
         Command::Tracker { listen } => {
             let server = essaim::tracker_server::TrackerServer::bind(listen)
@@ -345,20 +350,50 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
 }
 
 enum Source {
-    Torrent(Metainfo),
-    Magnet(Magnet),
+    /// The file's bytes (checked to be a torrent).
+    Torrent(Vec<u8>),
+    Magnet(String, Magnet),
 }
 
 fn load_source(source: &str) -> Result<Source> {
     if source.starts_with("magnet:") {
         let magnet = Magnet::parse(source).context("bad magnet link")?;
-        return Ok(Source::Magnet(magnet));
+        return Ok(Source::Magnet(source.to_owned(), magnet));
     }
-    Ok(Source::Torrent(load_torrent(Path::new(source))?))
+    let path = Path::new(source);
+    let bytes = read_capped(path, 64 * 1024 * 1024)?;
+    Metainfo::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a valid torrent", path.display()))?;
+    Ok(Source::Torrent(bytes))
 }
 
-/// How long `get` waits for a magnet link's metadata.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// The folder `seed --data PATH` seeds from: PATH when it holds the
+/// torrent's file or folder, or PATH's parent when PATH is that file or
+/// folder itself.
+fn seed_root(data: &Path, meta: &Metainfo) -> Result<PathBuf> {
+    let name = &meta.info.name;
+    let kind = if meta.info.multi_file {
+        "folder"
+    } else {
+        "file"
+    };
+    let is_it = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => m.is_dir() == meta.info.multi_file,
+        Err(_) => false,
+    };
+    if is_it(&data.join(name)) {
+        return Ok(data.to_path_buf());
+    }
+    if data.file_name().is_some_and(|f| f == name.as_str()) && is_it(data) {
+        let parent = data.parent().filter(|p| !p.as_os_str().is_empty());
+        return Ok(parent.unwrap_or(Path::new(".")).to_path_buf());
+    }
+    bail!(
+        "--data {}: expected the torrent's {kind} `{name}`, or the folder that holds it; \
+         found neither",
+        data.display()
+    )
+}
 
 fn info(path: &Path, json: bool, magnet_only: bool) -> Result<()> {
     let m = load_torrent(path)?;
@@ -487,12 +522,17 @@ fn session_config(net: &NetArgs) -> Result<SessionConfig> {
         listen_ip: net.listen_ip,
         lsd: !net.no_lsd,
         dht: !net.no_dht,
-        initial_seeding: !net.no_initial_seeding,
         dht_bootstrap: (!net.dht_bootstrap.is_empty()).then(|| net.dht_bootstrap.clone()),
         dht_state,
         port: net.port,
-        upload_limit: limit(&net.upload_limit)?,
-        download_limit: limit(&net.download_limit)?,
+        settings: Settings {
+            initial_seeding: !net.no_initial_seeding,
+            upload_limit: limit(&net.upload_limit)?,
+            download_limit: limit(&net.download_limit)?,
+            max_active_downloads: None,
+            max_active_seeds: None,
+            ..Settings::default()
+        },
         ..SessionConfig::default()
     })
 }
@@ -508,16 +548,16 @@ async fn transfer(
 ) -> Result<ExitCode> {
     std::fs::create_dir_all(&output)
         .with_context(|| format!("cannot create {}", output.display()))?;
-    let session = Session::new(session_config(net)?).await?;
+    let mut config = session_config(net)?;
+    config.settings.download_dir = output.clone();
+    let session = Session::new(config).await?;
     println!("listening on {}", session.local_addr());
-    let mut peers = net.peers.clone();
-    let mut select = None;
-    let metainfo = match source {
-        Source::Torrent(m) => m,
-        Source::Magnet(magnet) => {
+    let (add, magnet) = match source {
+        Source::Torrent(bytes) => (AddSource::Torrent(bytes), None),
+        Source::Magnet(text, magnet) => {
             if magnet.trackers.is_empty()
                 && magnet.peers.is_empty()
-                && peers.is_empty()
+                && net.peers.is_empty()
                 && net.no_dht
             {
                 bail!("this magnet link names no tracker (tr=) and no peer (x.pe=), and the DHT is off (--no-dht): give --peer");
@@ -528,75 +568,48 @@ async fn transfer(
                     None => println!("fetching metadata for {}", magnet.info_hash),
                 }
             }
-            let (meta, times) = session
-                .fetch_magnet_timed(&magnet, peers.clone(), METADATA_TIMEOUT)
-                .await?;
-            select = magnet.select_only.clone();
-            peers.extend(
-                magnet
-                    .peers
-                    .iter()
-                    .filter_map(|p| p.parse::<SocketAddr>().ok()),
-            );
-            let saved = output.join(format!("{}.torrent", meta.info.name));
-            std::fs::write(&saved, meta.to_torrent_bytes())
-                .with_context(|| format!("cannot write {}", saved.display()))?;
-            println!(
-                "metadata received: {} ({} files), saved to {}",
-                meta.info.name,
-                meta.info.files.len(),
-                saved.display()
-            );
-            if let Some((after, source)) = times.first_peer {
-                println!(
-                    "first peer after {:.3} s (from {}), metadata after {:.3} s",
-                    after.as_secs_f64(),
-                    source,
-                    times.metadata.as_secs_f64()
-                );
-            }
-            meta
+            (AddSource::Magnet(text), Some(magnet))
         }
     };
-    let total = metainfo.info.total_length();
-    let name = metainfo.info.name.clone();
-    let options = TorrentOptions {
-        select_files: select.clone(),
-    };
-    let handle = session.add_torrent_with(
-        AddTorrent {
-            metainfo,
-            output_dir: output,
-            peers,
+    let options = AddOptions {
+        save_path: Some(output.clone()),
+        paused: Some(false),
+        peers: net.peers.clone(),
+        files: None,
+        options: TorrentOptions {
+            seed_ratio: seed_ratio.map_or(Limit::Unlimited, Limit::Value),
+            seed_time: seed_time.map_or(Limit::Unlimited, |d| Limit::Value(d.as_secs())),
+            ..TorrentOptions::default()
         },
-        options,
-    )?;
-    let bar = progress::TorrentBar::new(total, net.quiet);
+    };
+    let id = session.add(add, options).await?.id;
+    let bar = progress::TorrentBar::new(0, net.quiet);
     let outcome = tokio::select! {
-        o = drive(&handle, &bar, seed, seed_ratio, seed_time) => o,
+        o = drive(&session, id, &bar, seed, magnet.is_some(), &output) => o,
         _ = tokio::signal::ctrl_c() => Outcome::Interrupted,
     };
     bar.finish();
-    let status = handle.status();
+    let status = session.get(id);
     session.shutdown().await;
+    let Some(status) = status else {
+        bail!("the torrent is gone");
+    };
+    let name = status.name.clone();
     match outcome {
         Outcome::Done => {
             println!(
                 "{name}: complete, {} verified; this run downloaded {} bytes, uploaded {} bytes",
-                progress::human_bytes(total),
-                status.stats.downloaded,
-                status.stats.uploaded
+                progress::human_bytes(status.wanted_verified),
+                status.downloaded,
+                status.uploaded
             );
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted => {
-            let complete = status.stats.pieces_have == status.stats.num_pieces;
+            let complete = status.is_complete();
             eprintln!(
                 "interrupted: {}/{} pieces verified; this run downloaded {} bytes, uploaded {} bytes",
-                status.stats.pieces_have,
-                status.stats.num_pieces,
-                status.stats.downloaded,
-                status.stats.uploaded
+                status.pieces_have, status.piece_count, status.downloaded, status.uploaded
             );
             Ok(if complete {
                 ExitCode::SUCCESS
@@ -614,46 +627,75 @@ enum Outcome {
     Failed(String),
 }
 
+/// Follows the torrent until it is done: complete (without `seed`), or
+/// paused by its seed limit; prints the milestones scripts wait for.
 async fn drive(
-    handle: &TorrentHandle,
+    session: &Session,
+    id: TorrentId,
     bar: &progress::TorrentBar,
     seed: bool,
-    seed_ratio: Option<f64>,
-    seed_time: Option<Duration>,
+    magnet: bool,
+    output: &Path,
 ) -> Outcome {
-    let mut rx = handle.watch();
+    let Some(mut rx) = session.watch(id) else {
+        return Outcome::Failed("the torrent is gone".into());
+    };
+    let started = std::time::Instant::now();
+    let mut first_peer: Option<(Duration, String)> = None;
+    let mut metadata_shown = !magnet;
     let mut announced_seeding = false;
-    let mut seeding_since = None;
     loop {
-        let status = rx.borrow_and_update().clone();
+        let status: TorrentSummary = rx.borrow_and_update().clone();
         bar.update(&status);
+        if first_peer.is_none() {
+            if let Some((src, _)) = status.known_peers.iter().find(|(_, n)| *n > 0) {
+                first_peer = Some((started.elapsed(), src.to_string()));
+            }
+        }
+        if !metadata_shown && status.has_metadata {
+            metadata_shown = true;
+            let elapsed = started.elapsed();
+            let saved = output.join(format!("{}.torrent", status.name));
+            match session.metainfo(id).await {
+                Ok(Some(bytes)) => {
+                    if let Err(e) = std::fs::write(&saved, bytes) {
+                        return Outcome::Failed(format!("cannot write {}: {e}", saved.display()));
+                    }
+                }
+                _ => return Outcome::Failed("the metadata is gone".into()),
+            }
+            let files = session.files(id).await.map(|f| f.len()).unwrap_or(0);
+            bar.println(&format!(
+                "metadata received: {} ({files} files), saved to {}",
+                status.name,
+                saved.display()
+            ));
+            if let Some((after, source)) = &first_peer {
+                bar.println(&format!(
+                    "first peer after {:.3} s (from {source}), metadata after {:.3} s",
+                    after.as_secs_f64(),
+                    elapsed.as_secs_f64()
+                ));
+            }
+        }
         match &status.state {
-            TorrentState::Error(e) => return Outcome::Failed(e.clone()),
-            TorrentState::Stopped => return Outcome::Failed("stopped".into()),
+            TorrentState::Error(e) => return Outcome::Failed(e.to_string()),
+            TorrentState::Paused if status.stopped_by.is_some() => return Outcome::Done,
+            TorrentState::Paused => return Outcome::Failed("paused".into()),
             TorrentState::Seeding => {
                 if !seed {
                     return Outcome::Done;
                 }
                 if !announced_seeding {
                     announced_seeding = true;
-                    seeding_since = Some(std::time::Instant::now());
                     bar.println("seeding");
-                }
-                let ratio = status.stats.uploaded as f64 / status.total_length.max(1) as f64;
-                if seed_ratio.is_some_and(|r| ratio >= r) {
-                    return Outcome::Done;
-                }
-                if let (Some(t), Some(since)) = (seed_time, seeding_since) {
-                    if since.elapsed() >= t {
-                        return Outcome::Done;
-                    }
                 }
             }
             _ => {}
         }
-        // Wake on a status change, or at least every second for the
-        // seed-time check.
-        let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        if rx.changed().await.is_err() {
+            return Outcome::Failed("the torrent is gone".into());
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Progress bars and human-readable figures.
 
-use essaim::torrent::{TorrentState, TorrentStatus};
+use essaim::{TorrentState, TorrentSummary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub fn human_bytes(n: u64) -> String {
@@ -49,37 +49,39 @@ impl TorrentBar {
         TorrentBar { bar }
     }
 
-    pub fn update(&self, s: &TorrentStatus) {
-        let left = s.total_length.saturating_sub(s.stats.verified);
-        let eta = if s.stats.download_rate > 0 && left > 0 {
-            format!(" eta {}s", left / s.stats.download_rate)
-        } else {
-            String::new()
+    pub fn update(&self, s: &TorrentSummary) {
+        let total = s.wanted_size;
+        if self.bar.length() != Some(total) {
+            self.bar.set_length(total);
+        }
+        let eta = match s.eta() {
+            Some(d) => format!(" eta {}s", d.as_secs()),
+            None => String::new(),
         };
-        let mut sources: Vec<String> = s
+        let sources: Vec<String> = s
             .known_peers
             .iter()
             .map(|(src, n)| format!("{src}:{n}"))
             .collect();
-        sources.sort();
         let (prefix, pos) = match &s.state {
-            TorrentState::Checking { checked, total } => (
+            TorrentState::Checking { checked, total: n } => (
                 "checking",
-                (s.total_length as u128 * u128::from(*checked) / u128::from((*total).max(1)))
-                    as u64,
+                (total as u128 * u128::from(*checked) / u128::from((*n).max(1))) as u64,
             ),
-            TorrentState::Seeding => ("seeding", s.total_length),
-            TorrentState::Error(_) => ("error", s.stats.verified),
-            TorrentState::Stopped => ("stopped", s.stats.verified),
-            TorrentState::Downloading => ("get", s.stats.verified),
+            TorrentState::FetchingMetadata => ("metadata", 0),
+            TorrentState::Seeding => ("seeding", total),
+            TorrentState::Error(_) => ("error", s.wanted_verified),
+            TorrentState::Paused => ("paused", s.wanted_verified),
+            TorrentState::Queued => ("queued", s.wanted_verified),
+            _ => ("get", s.wanted_verified),
         };
         self.bar.set_prefix(prefix);
         self.bar.set_position(pos);
         self.bar.set_message(format!(
             "down {}/s up {}/s peers {} [{}]{eta}",
-            human_bytes(s.stats.download_rate),
-            human_bytes(s.stats.upload_rate),
-            s.stats.peers,
+            human_bytes(s.download_rate),
+            human_bytes(s.upload_rate),
+            s.peers,
             sources.join(" ")
         ));
     }

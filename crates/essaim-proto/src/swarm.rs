@@ -174,6 +174,18 @@ pub struct PeerStats {
     pub is_seed: bool,
 }
 
+/// What a user interface shows of a peer beyond its figures.
+#[derive(Debug, Clone)]
+pub struct PeerDetail {
+    pub key: PeerKey,
+    /// The client name of its extended handshake (`v`).
+    pub client: Option<String>,
+    /// Pieces it has.
+    pub pieces: u32,
+    pub snubbed: bool,
+    pub fast: bool,
+}
+
 struct PieceBuffer {
     data: Vec<u8>,
     /// Who sent each block.
@@ -364,6 +376,19 @@ impl Swarm {
                 am_interested: p.am_interested,
                 peer_interested: p.peer_interested,
                 is_seed: p.is_seed(),
+            })
+            .collect()
+    }
+
+    pub fn peer_details(&self) -> Vec<PeerDetail> {
+        self.peers
+            .iter()
+            .map(|(&key, p)| PeerDetail {
+                key,
+                client: p.ext.as_ref().and_then(|e| e.client.clone()),
+                pieces: p.bitfield.count(),
+                snubbed: p.snubbed,
+                fast: p.fast,
             })
             .collect()
     }

@@ -33,7 +33,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::rate_limit::Limiter;
+use crate::rate_limit::Limits;
 use crate::storage::Storage;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +66,6 @@ pub enum PeerEvent {
 pub enum WriterCmd {
     Send(Message),
     Serve(BlockRequest),
-    Close,
 }
 
 /// A peer writer's queue: the actor's end counts what waits in it.
@@ -169,7 +168,7 @@ pub async fn run_reader(
     max_message_len: u32,
     idle_timeout: Duration,
     events: mpsc::Sender<PeerEvent>,
-    limit: Option<Arc<Limiter>>,
+    limits: Limits,
 ) {
     let mut decoder = MessageDecoder::new(max_message_len);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -192,9 +191,7 @@ pub async fn run_reader(
             Err(_) => break "idle timeout".to_owned(),
             Ok(Ok(0)) => break "closed by peer".to_owned(),
             Ok(Ok(n)) => {
-                if let Some(l) = &limit {
-                    l.acquire(n).await;
-                }
+                limits.acquire(n).await;
                 if rtt_at.elapsed() >= RTT_REPORT_INTERVAL {
                     rtt_at = tokio::time::Instant::now();
                     if let Some(rtt) = tcp_rtt(&read) {
@@ -245,9 +242,9 @@ pub async fn run_writer(
     key: PeerKey,
     mut write: OwnedWriteHalf,
     mut cmds: WriterRx,
-    storage: Arc<Storage>,
+    storage: Arc<std::sync::OnceLock<Arc<Storage>>>,
     events: mpsc::Sender<PeerEvent>,
-    limit: Option<Arc<Limiter>>,
+    limits: Limits,
 ) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut pending: Option<WriterCmd> = None;
@@ -263,7 +260,6 @@ pub async fn run_writer(
             break;
         };
         let mut served: Vec<u32> = Vec::new();
-        let mut close = false;
         let mut next = Some(cmd);
         while let Some(cmd) = next.take() {
             match cmd {
@@ -287,9 +283,14 @@ pub async fn run_writer(
                             None => break,
                         }
                     }
-                    let storage = storage.clone();
-                    let batch = reqs.clone();
-                    let data = tokio::task::spawn_blocking(move || storage.read_many(&batch)).await;
+                    let data = match storage.get().cloned() {
+                        Some(storage) => {
+                            let batch = reqs.clone();
+                            tokio::task::spawn_blocking(move || storage.read_many(&batch)).await
+                        }
+                        // No data yet (a magnet's first phase never serves).
+                        None => Ok(Vec::new()),
+                    };
                     let data = match data {
                         Ok(d) => d,
                         Err(e) => {
@@ -315,10 +316,6 @@ pub async fn run_writer(
                         }
                     }
                 }
-                WriterCmd::Close => {
-                    close = true;
-                    break;
-                }
             }
             if buf.len() >= WRITE_BATCH {
                 break;
@@ -332,9 +329,7 @@ pub async fn run_writer(
             pending = Some(cmd);
         }
         if !buf.is_empty() {
-            if let Some(l) = &limit {
-                l.acquire(buf.len()).await;
-            }
+            limits.acquire(buf.len()).await;
             if let Err(e) = write.write_all(&buf).await {
                 let _ = events
                     .send(PeerEvent::Closed(key, format!("write error: {e}")))
@@ -347,9 +342,6 @@ pub async fn run_writer(
             if events.send(PeerEvent::Sent(key, bytes)).await.is_err() {
                 return;
             }
-        }
-        if close {
-            break;
         }
     }
     let _ = write.shutdown().await;

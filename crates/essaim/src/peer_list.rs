@@ -119,6 +119,22 @@ impl PeerList {
         Some(addr)
     }
 
+    /// When the earliest known peer may be dialled (a time passed if one
+    /// may be now), if any may ever be: for a torrent with nothing else to
+    /// do, when to wake up.
+    pub fn next_retry(&self, seeding: bool) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter(|k| !k.connected && !k.banned && !(seeding && k.seed))
+            .map(|k| k.next_try)
+            .min_by(|a, b| match (a, b) {
+                (None, _) => std::cmp::Ordering::Less,
+                (_, None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => x.cmp(y),
+            })
+            .map(|t| t.unwrap_or_else(Instant::now))
+    }
+
     pub fn connected(&mut self, addr: SocketAddr) {
         if let Some(k) = self.peers.get_mut(&addr) {
             k.connected = true;
@@ -184,12 +200,6 @@ impl PeerList {
         m
     }
 
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //!   [`StorageError::NotPresent`].
 
 mod files;
+mod manage;
 mod resume;
 
 use std::collections::HashSet;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use essaim_core::{Bitfield, Info, Layout};
 use sha1::{Digest, Sha1};
 
+pub use manage::missing_data;
 pub use resume::{FileStamp, Resume};
 
 /// Most data files kept open at once by one [`Storage`].
@@ -81,6 +83,18 @@ pub(crate) fn io_error(path: &Path, e: io::Error) -> StorageError {
     }
 }
 
+/// The path components of a file under the download folder: the
+/// torrent's name, then (multi-file) the file's own path.
+fn components(info: &Info, f: &essaim_core::metainfo::FileInfo) -> Vec<String> {
+    if info.multi_file {
+        std::iter::once(info.name.clone())
+            .chain(f.path.iter().cloned())
+            .collect()
+    } else {
+        vec![info.name.clone()]
+    }
+}
+
 /// One file of the torrent.
 #[derive(Debug)]
 struct DiskFile {
@@ -107,6 +121,9 @@ pub struct Storage {
     /// on that lock (up to 7% of a download's CPU in `perf`), where waiting
     /// here sleeps.
     write_lock: std::sync::Mutex<()>,
+    /// Where the resume data goes: `root/.essaim` by default, a session's
+    /// state folder when it has one.
+    resume_dir: PathBuf,
 }
 
 impl Storage {
@@ -118,6 +135,16 @@ impl Storage {
     /// any path that would leave `root` and any symbolic link found in
     /// place of one of our files or folders.
     pub fn open(root: &Path, info: &Info) -> Result<Storage, StorageError> {
+        Storage::open_with(root, info, None)
+    }
+
+    /// [`Storage::open`], keeping resume data in `resume_dir` instead of
+    /// `root/.essaim`.
+    pub fn open_with(
+        root: &Path,
+        info: &Info,
+        resume_dir: Option<PathBuf>,
+    ) -> Result<Storage, StorageError> {
         if info.files.len() != info.layout.files().len() {
             return Err(StorageError::BadInfo("file list and layout differ"));
         }
@@ -141,13 +168,7 @@ impl Storage {
                     why: "empty path",
                 });
             }
-            let components: Vec<String> = if info.multi_file {
-                std::iter::once(info.name.clone())
-                    .chain(f.path.iter().cloned())
-                    .collect()
-            } else {
-                vec![info.name.clone()]
-            };
+            let components = components(info, f);
             let path = if f.pad {
                 None
             } else {
@@ -172,6 +193,7 @@ impl Storage {
             handles: files::Handles::new(MAX_OPEN_FILES),
             unsynced: std::sync::Mutex::new(Bitfield::new(info.layout.num_pieces())),
             write_lock: std::sync::Mutex::new(()),
+            resume_dir: resume_dir.unwrap_or_else(|| root.join(files::STATE_DIR)),
         })
     }
 
@@ -365,6 +387,16 @@ impl Storage {
     /// pieces absent; other I/O errors stop the check and are returned.
     /// Open handles are dropped first, so the files are looked at by path.
     pub fn recheck(&self, progress: &(dyn Fn(u32) + Sync)) -> Result<Bitfield, StorageError> {
+        self.recheck_until(progress, &AtomicBool::new(false))
+    }
+
+    /// [`Storage::recheck`] that gives up (with the pieces found so far)
+    /// once `cancel` is set.
+    pub fn recheck_until(
+        &self,
+        progress: &(dyn Fn(u32) + Sync),
+        cancel: &AtomicBool,
+    ) -> Result<Bitfield, StorageError> {
         let n = self.layout.num_pieces();
         let mut have = Bitfield::new(n);
         // Look at the files as they are now: a file deleted or replaced
@@ -390,7 +422,7 @@ impl Storage {
                     scope.spawn(|| {
                         let mut good = Vec::new();
                         let mut buf = Vec::new();
-                        while !stop.load(Ordering::Relaxed) {
+                        while !stop.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
                             let first = next.fetch_add(batch, Ordering::Relaxed);
                             if first >= n {
                                 break;

@@ -27,9 +27,8 @@
 //! Loading is defensive: the file is read only up to [`MAX_RESUME_SIZE`],
 //! any malformed or inconsistent content yields `None`, never a panic.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use essaim_core::bencode::{self, Value};
@@ -151,8 +150,7 @@ fn decode_stamp(v: &Value<'_>) -> Option<Option<FileStamp>> {
 impl Storage {
     /// Where the resume data of `info_hash` lives.
     pub fn resume_path(&self, info_hash: &InfoHash) -> PathBuf {
-        self.root
-            .join(STATE_DIR)
+        self.resume_dir
             .join(format!("{}.resume", info_hash.to_hex()))
     }
 
@@ -219,30 +217,11 @@ impl Storage {
             verify,
             files: self.stamps()?,
         };
-        let dir = self.root.join(STATE_DIR);
-        ensure_dir(&dir)?;
-        let path = self.resume_path(info_hash);
-        let tmp = dir.join(format!("{}.resume.tmp", info_hash.to_hex()));
-        match std::fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&tmp, e)),
+        if self.resume_dir == self.root.join(STATE_DIR) {
+            ensure_dir(&self.resume_dir)?;
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| io_error(&tmp, e))?;
-        f.write_all(&resume.encode())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_error(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(&dir, e))?;
-        Ok(())
+        let path = self.resume_path(info_hash);
+        crate::store::write_atomic(&path, &resume.encode()).map_err(|e| io_error(&path, e))
     }
 
     /// The saved pieces, if the resume file exists, parses, is for this
@@ -251,7 +230,7 @@ impl Storage {
     /// them. `None` otherwise: the engine should recheck.
     pub fn load_resume(&self, info_hash: &InfoHash) -> Option<(Bitfield, Bitfield)> {
         let path = self.resume_path(info_hash);
-        let bytes = match read_capped(&path) {
+        let bytes = match crate::store::read_capped(&path, MAX_RESUME_SIZE) {
             Ok(b) => b,
             Err(e) => {
                 if e.kind() != io::ErrorKind::NotFound {
@@ -282,30 +261,6 @@ impl Storage {
         }
         Some((resume.have, resume.verify))
     }
-}
-
-/// Reads a whole file of at most [`MAX_RESUME_SIZE`] bytes, not following a link.
-fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    let len = f.metadata()?.len();
-    if len > MAX_RESUME_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "resume file too large",
-        ));
-    }
-    let mut out = Vec::with_capacity(len as usize);
-    f.take(MAX_RESUME_SIZE + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_RESUME_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "resume file too large",
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -164,9 +164,12 @@ pub fn spawn_announcer_with(
     if let Some(tx) = &options.status {
         tx.send_replace(initial);
     }
-    let http = HttpTracker::new(&options.http)
-        .map_err(|e| debug!(error = %e, "no HTTP client"))
-        .ok();
+    let http = match options.shared_http.clone() {
+        Some(h) => Some(h),
+        None => HttpTracker::new(&options.http)
+            .map_err(|e| debug!(error = %e, "no HTTP client"))
+            .ok(),
+    };
     let left = stats.borrow().left;
     let announcer = Announcer {
         schedule: Schedule::new(Instant::now(), left, &options),

@@ -82,6 +82,10 @@ pub struct AnnouncerOptions {
     pub stop_timeout: Duration,
     /// Where per-tracker status (errors, warnings, counts) is published.
     pub status: Option<watch::Sender<TrackerStatus>>,
+    /// An HTTP client shared with other announcers (a session's: one
+    /// connection pool for all its torrents); `None`: one of its own,
+    /// built from `http`.
+    pub shared_http: Option<HttpTracker>,
 }
 
 impl Default for AnnouncerOptions {
@@ -95,6 +99,7 @@ impl Default for AnnouncerOptions {
             retry_max: Duration::from_secs(30 * 60),
             stop_timeout: Duration::from_secs(5),
             status: None,
+            shared_http: None,
         }
     }
 }
