@@ -38,6 +38,6 @@ pub use session::{
 pub use torrent::RESUME_INTERVAL;
 pub use types::{
     AddOptions, AddSource, FileStatus, Limit, OptionsPatch, PeerSource, PeerStatus, PieceMap,
-    QueueKind, QueueMove, SeedLimitAction, SeedLimitReached, SessionStats, Settings,
-    TorrentError, TorrentId, TorrentOptions, TorrentState, TorrentSummary, TrackerStatus,
+    QueueKind, QueueMove, SeedLimitAction, SeedLimitReached, SessionStats, Settings, TorrentError,
+    TorrentId, TorrentOptions, TorrentState, TorrentSummary, TrackerStatus,
 };

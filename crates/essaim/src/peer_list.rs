@@ -125,7 +125,7 @@ impl PeerList {
     pub fn next_retry(&self, seeding: bool) -> Option<Instant> {
         self.peers
             .values()
-            .filter(|k| !k.connected && !k.banned && !(seeding && k.seed))
+            .filter(|k| !(k.connected || k.banned || (seeding && k.seed)))
             .map(|k| k.next_try)
             .min_by(|a, b| match (a, b) {
                 (None, _) => std::cmp::Ordering::Less,
@@ -199,12 +199,37 @@ impl PeerList {
         }
         m
     }
+}
 
+#[cfg(test)]
+impl PeerList {
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_retry_is_the_earliest_dialable_peer() {
+        let mut l = PeerList::default();
+        let t0 = Instant::now();
+        assert_eq!(l.next_retry(false), None);
+        l.add(a(1), PeerSource::Tracker);
+        assert!(l.next_retry(false).is_some_and(|t| t >= t0), "now");
+        let dialed = l.next_to_dial(t0, &[], false);
+        l.failed(dialed.unwrap(), t0);
+        assert_eq!(l.next_retry(false), Some(t0 + Duration::from_secs(5)));
+        l.useless(a(1));
+        assert_eq!(l.next_retry(true), None, "a seed does not retry a seed");
+        l.ban(a(1));
+        assert_eq!(l.next_retry(false), None);
+    }
 
     fn a(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

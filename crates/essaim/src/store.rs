@@ -309,7 +309,7 @@ mod tests {
             name: Some("x".into()),
             magnet: None,
             save_path: "/data".into(),
-            paused: id % 2 == 0,
+            paused: id.is_multiple_of(2),
             forced: false,
             queue_position: id,
             options: TorrentOptions::default(),

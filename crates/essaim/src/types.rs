@@ -218,7 +218,10 @@ pub enum TorrentState {
     FetchingMetadata,
     /// Hashing the data on disk (`checked` of `total` pieces; 0 while
     /// waiting for its turn).
-    Checking { checked: u32, total: u32 },
+    Checking {
+        checked: u32,
+        total: u32,
+    },
     /// Waits for a place in the download or seed queue.
     Queued,
     Downloading,

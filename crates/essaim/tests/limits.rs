@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use essaim::create::{create_torrent, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig};
-use essaim::torrent::TorrentState;
+use essaim::{AddOptions, AddSource, Session, SessionConfig, Settings, TorrentState};
 use essaim_core::{InfoHash, Metainfo, PeerId, BLOCK_SIZE};
 use essaim_wire::peer::{BlockRequest, Handshake, Message, MessageDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,27 +193,41 @@ async fn five_hundred_peers_stay_under_the_memory_bound() {
     let session = Session::new(SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
-        max_peers_per_torrent: 600,
-        max_peers_total: 600,
-        // An ordinary seed: these raw peers ask for pieces at random, and
-        // an initial seed rejects requests for pieces it has not shown
-        // that peer, so whether any is served would depend on timing.
-        initial_seeding: false,
+        lsd: false,
+        settings: Settings {
+            max_peers_per_torrent: 600,
+            max_peers: 600,
+            // An ordinary seed: these raw peers ask for pieces at random,
+            // and an initial seed rejects requests for pieces it has not
+            // shown that peer, so whether any is served would depend on
+            // timing.
+            initial_seeding: false,
+            ..Settings::default()
+        },
         ..SessionConfig::default()
     })
     .await
     .unwrap();
-    let handle = session
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: seed.clone(),
-            peers: vec![],
-        })
-        .unwrap();
-    let status = timeout(BOUND, handle.wait_for(|s| s.is_complete()))
+    let id = session
+        .add(
+            AddSource::Torrent(bytes.clone()),
+            AddOptions {
+                save_path: Some(seed.clone()),
+                ..AddOptions::default()
+            },
+        )
         .await
-        .expect("the seeder did not check its data in time");
+        .unwrap()
+        .id;
+    let status = timeout(
+        BOUND,
+        session.wait_for(id, |s| s.state == TorrentState::Seeding),
+    )
+    .await
+    .expect("the seeder did not check its data in time")
+    .unwrap();
     assert_eq!(status.state, TorrentState::Seeding);
+    let connected = || session.get(id).map_or(0, |s| s.peers);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ans_tx, mut ans_rx) = tokio::sync::mpsc::channel(PEERS);
@@ -252,12 +265,12 @@ async fn five_hundred_peers_stay_under_the_memory_bound() {
         rejected += r;
     }
     timeout(BOUND, async {
-        while handle.status().peers.len() < PEERS {
+        while connected() < PEERS {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} of {PEERS} peers connected", handle.status().peers.len()));
+    .unwrap_or_else(|_| panic!("{} of {PEERS} peers connected", connected()));
     let after = rss();
     let growth = after.saturating_sub(before);
     println!(
@@ -268,7 +281,7 @@ async fn five_hundred_peers_stay_under_the_memory_bound() {
         growth / PEERS as u64 / 1024,
         t0.elapsed()
     );
-    assert_eq!(handle.status().peers.len(), PEERS);
+    assert_eq!(connected(), PEERS);
     assert!(
         growth <= PER_PEER * PEERS as u64,
         "{PEERS} peers took {} KiB of memory, more than {} KiB each",

@@ -1,13 +1,16 @@
 //! In-process swarms on 127.0.0.1: several sessions in one test, real
 //! sockets, every wait bounded.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use essaim::create::{create_torrent, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle};
-use essaim::torrent::TorrentState;
 use essaim::tracker_server::TrackerServer;
+use essaim::{
+    AddOptions, AddSource, PeerSource, Session, SessionConfig, Settings, TorrentId, TorrentState,
+    TorrentSummary,
+};
 use essaim_core::Metainfo;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -17,10 +20,74 @@ fn local(upload_limit: Option<u64>) -> SessionConfig {
     SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
-        upload_limit,
         lsd: false,
+        settings: Settings {
+            upload_limit,
+            ..Settings::default()
+        },
         ..SessionConfig::default()
     }
+}
+
+/// Adds `meta` to `session`, into `dir`, dialling `peers`.
+async fn add<'a>(
+    session: &'a Session,
+    meta: &Metainfo,
+    dir: PathBuf,
+    peers: Vec<SocketAddr>,
+) -> Torrent<'a> {
+    add_with(session, meta, dir, peers, None).await
+}
+
+async fn add_with<'a>(
+    session: &'a Session,
+    meta: &Metainfo,
+    dir: PathBuf,
+    peers: Vec<SocketAddr>,
+    files: Option<Vec<usize>>,
+) -> Torrent<'a> {
+    let id = session
+        .add(
+            AddSource::Torrent(meta.to_torrent_bytes()),
+            AddOptions {
+                save_path: Some(dir),
+                peers,
+                files,
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    Torrent { session, id }
+}
+
+/// A torrent of a session.
+struct Torrent<'a> {
+    session: &'a Session,
+    id: TorrentId,
+}
+
+impl Torrent<'_> {
+    fn status(&self) -> TorrentSummary {
+        self.session.get(self.id).expect("the torrent is there")
+    }
+    async fn wait_for(&self, f: impl Fn(&TorrentSummary) -> bool) -> TorrentSummary {
+        self.session
+            .wait_for(self.id, |s| {
+                f(s) || matches!(s.state, TorrentState::Error(_))
+            })
+            .await
+            .expect("the torrent is there")
+    }
+}
+
+/// Known peers from `source`.
+fn known(s: &TorrentSummary, source: PeerSource) -> usize {
+    s.known_peers
+        .iter()
+        .find(|(p, _)| *p == source)
+        .map_or(0, |(_, n)| *n)
 }
 
 /// Files with odd sizes, one empty; content from a seeded generator.
@@ -44,10 +111,13 @@ fn write_files(root: &Path, files: &[(&str, usize)], seed: u64) -> Vec<(PathBuf,
     out
 }
 
-async fn wait_complete(handle: &TorrentHandle) {
-    let status = tokio::time::timeout(DEADLINE, handle.wait_for(|s| s.is_complete()))
-        .await
-        .expect("torrent did not complete in time");
+async fn wait_complete(handle: &Torrent<'_>) {
+    let status = tokio::time::timeout(
+        DEADLINE,
+        handle.wait_for(|s| s.state == TorrentState::Seeding),
+    )
+    .await
+    .expect("torrent did not complete in time");
     assert_eq!(
         status.state,
         TorrentState::Seeding,
@@ -83,46 +153,38 @@ async fn one_seeder_five_leechers_share_among_themselves() {
 
     // The seeder's upload is capped so that the leechers must share.
     let seeder = Session::new(local(Some(1024 * 1024))).await.unwrap();
-    let seed = seeder
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("seed"),
-            peers: vec![],
-        })
-        .unwrap();
+    let seed = add(&seeder, &meta, dir.path().join("seed"), vec![]).await;
     wait_complete(&seed).await;
 
     let mut leechers = Vec::new();
     for i in 0..5 {
         let s = Session::new(local(None)).await.unwrap();
-        let h = s
-            .add_torrent(AddTorrent {
-                metainfo: meta.clone(),
-                output_dir: dir.path().join(format!("l{i}")),
-                peers: vec![],
-            })
-            .unwrap();
-        leechers.push((s, h));
+        let id = add(&s, &meta, dir.path().join(format!("l{i}")), vec![])
+            .await
+            .id;
+        leechers.push((s, id));
     }
-    for (_, h) in &leechers {
-        wait_complete(h).await;
+    for (s, id) in &leechers {
+        wait_complete(&Torrent {
+            session: s,
+            id: *id,
+        })
+        .await;
     }
-    for (i, (_, h)) in leechers.iter().enumerate() {
+    for (i, (s, id)) in leechers.iter().enumerate() {
         for (name, data) in &files {
             let copy = std::fs::read(dir.path().join(format!("l{i}/album")).join(name)).unwrap();
             assert!(copy == *data, "leecher {i}: {} differs", name.display());
         }
-        let status = h.status();
-        let from_others: u64 = status
-            .totals_by_peer
+        let totals = s.peer_totals(*id).await.unwrap();
+        let from_others: u64 = totals
             .iter()
             .filter(|(id, _)| **id != seeder.peer_id())
             .map(|(_, (down, _))| down)
             .sum();
         assert!(
             from_others > 0,
-            "leecher {i} got nothing from other leechers: {:?}",
-            status.totals_by_peer
+            "leecher {i} got nothing from other leechers: {totals:?}"
         );
     }
     for (s, _) in leechers {
@@ -144,39 +206,21 @@ async fn restarted_leecher_keeps_verified_pieces() {
     };
     let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
     let seeder = Session::new(local(None)).await.unwrap();
-    let seed = seeder
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("seed"),
-            peers: vec![],
-        })
-        .unwrap();
+    let seed = add(&seeder, &meta, dir.path().join("seed"), vec![]).await;
     wait_complete(&seed).await;
 
     let out = dir.path().join("leech");
     let first = Session::new(local(None)).await.unwrap();
-    let h = first
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: out.clone(),
-            peers: vec![seeder.local_addr()],
-        })
-        .unwrap();
+    let h = add(&first, &meta, out.clone(), vec![seeder.local_addr()]).await;
     wait_complete(&h).await;
     first.shutdown().await;
 
     // A new session over the same folder: resume data says all is there,
     // nothing is downloaded again.
     let second = Session::new(local(None)).await.unwrap();
-    let h = second
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: out.clone(),
-            peers: vec![seeder.local_addr()],
-        })
-        .unwrap();
+    let h = add(&second, &meta, out.clone(), vec![seeder.local_addr()]).await;
     wait_complete(&h).await;
-    assert_eq!(h.status().stats.downloaded, 0);
+    assert_eq!(h.status().downloaded, 0);
     second.shutdown().await;
     seeder.shutdown().await;
 }
@@ -196,41 +240,24 @@ async fn third_peer_learns_of_the_first_through_pex() {
     let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
     // A's upload is slow, so that C is still downloading when it hears of A.
     let a = Session::new(local(Some(256 * 1024))).await.unwrap();
-    let ha = a
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("a"),
-            peers: vec![],
-        })
-        .unwrap();
+    let ha = add(&a, &meta, dir.path().join("a"), vec![]).await;
     wait_complete(&ha).await;
     let b = Session::new(local(None)).await.unwrap();
-    let _hb = b
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("b"),
-            peers: vec![a.local_addr()],
-        })
-        .unwrap();
+    let _hb = add(&b, &meta, dir.path().join("b"), vec![a.local_addr()]).await;
     let c = Session::new(local(None)).await.unwrap();
-    let hc = c
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("c"),
-            peers: vec![b.local_addr()],
-        })
-        .unwrap();
-    let status = tokio::time::timeout(
-        DEADLINE,
-        hc.wait_for(|s| s.totals_by_peer.contains_key(&a.peer_id())),
-    )
+    let hc = add(&c, &meta, dir.path().join("c"), vec![b.local_addr()]).await;
+    let status = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let totals = c.peer_totals(hc.id).await.unwrap();
+            if totals.contains_key(&a.peer_id()) {
+                return hc.status();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
     .await
     .expect("C never connected to A");
-    let from_pex = status
-        .known_peers
-        .get(&essaim::peer_list::PeerSource::Pex)
-        .copied()
-        .unwrap_or(0);
+    let from_pex = known(&status, PeerSource::Pex);
     assert!(from_pex >= 1, "known peers: {:?}", status.known_peers);
     wait_complete(&hc).await;
     for s in [c, b, a] {
@@ -262,31 +289,13 @@ async fn two_nodes_find_each_other_through_lsd() {
         ..local(None)
     };
     let a = Session::new(config()).await.unwrap();
-    let ha = a
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("a"),
-            peers: vec![],
-        })
-        .unwrap();
+    let ha = add(&a, &meta, dir.path().join("a"), vec![]).await;
     wait_complete(&ha).await;
     let b = Session::new(config()).await.unwrap();
-    let hb = b
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("b"),
-            peers: vec![],
-        })
-        .unwrap();
+    let hb = add(&b, &meta, dir.path().join("b"), vec![]).await;
     wait_complete(&hb).await;
     // Whoever announced last was heard by the other, which dialled it.
-    let lsd = |h: &essaim::session::TorrentHandle| {
-        h.status()
-            .known_peers
-            .get(&essaim::peer_list::PeerSource::Lsd)
-            .copied()
-            .unwrap_or(0)
-    };
+    let lsd = |h: &Torrent<'_>| known(&h.status(), PeerSource::Lsd);
     assert!(
         lsd(&ha) + lsd(&hb) >= 1,
         "neither found the other through LSD: {:?} {:?}",
@@ -315,27 +324,17 @@ async fn selected_files_only() {
     };
     let meta = Metainfo::from_bytes(&create_torrent(&content, &opts, &|_, _| {}).unwrap()).unwrap();
     let seeder = Session::new(local(None)).await.unwrap();
-    let seed = seeder
-        .add_torrent(AddTorrent {
-            metainfo: meta.clone(),
-            output_dir: dir.path().join("seed"),
-            peers: vec![],
-        })
-        .unwrap();
+    let seed = add(&seeder, &meta, dir.path().join("seed"), vec![]).await;
     wait_complete(&seed).await;
     let leecher = Session::new(local(None)).await.unwrap();
-    let h = leecher
-        .add_torrent_with(
-            AddTorrent {
-                metainfo: meta.clone(),
-                output_dir: dir.path().join("l"),
-                peers: vec![seeder.local_addr()],
-            },
-            essaim::session::TorrentOptions {
-                select_files: Some(vec![0]),
-            },
-        )
-        .unwrap();
+    let h = add_with(
+        &leecher,
+        &meta,
+        dir.path().join("l"),
+        vec![seeder.local_addr()],
+        Some(vec![0]),
+    )
+    .await;
     wait_complete(&h).await;
     let got_a = std::fs::read(dir.path().join("l/pick/a.bin")).unwrap();
     assert!(got_a == files[0].1, "the selected file is wrong");
@@ -347,9 +346,9 @@ async fn selected_files_only() {
     );
     let status = h.status();
     assert!(
-        status.stats.downloaded < 250_000,
+        status.downloaded < 250_000,
         "downloaded {}",
-        status.stats.downloaded
+        status.downloaded
     );
     leecher.shutdown().await;
     seeder.shutdown().await;

@@ -80,4 +80,3 @@ pub(super) async fn start_dht(config: &SessionConfig, listen: SocketAddr) -> Opt
     }
     Some(handle)
 }
-

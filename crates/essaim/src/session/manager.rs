@@ -387,7 +387,12 @@ impl Manager {
             };
             match res {
                 Ok(Ok(())) => {}
-                Ok(Err(source)) => return Err(SessionError::State { path: dir(), source }),
+                Ok(Err(source)) => {
+                    return Err(SessionError::State {
+                        path: dir(),
+                        source,
+                    })
+                }
                 Err(e) => {
                     return Err(SessionError::State {
                         path: dir(),
@@ -419,7 +424,12 @@ impl Manager {
         };
         self.queue.remove(&id);
         let (tx, rx) = oneshot::channel();
-        let res = if entry.tx.send(TorrentCmd::Remove(delete_data, tx)).await.is_ok() {
+        let res = if entry
+            .tx
+            .send(TorrentCmd::Remove(delete_data, tx))
+            .await
+            .is_ok()
+        {
             rx.await.unwrap_or(Ok(()))
         } else {
             Ok(())
@@ -481,7 +491,10 @@ impl Manager {
         }
         let tasks: Vec<_> = self.tasks.drain().map(|(_, t)| t).collect();
         let all = futures_join_all(tasks);
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
             tracing::warn!("some torrents did not stop within 10 s");
         }
     }

@@ -40,8 +40,8 @@ use crate::store::Store;
 use crate::torrent::{Query, Report, TorrentCmd};
 use crate::tracker::http::{HttpConfig, HttpTracker};
 use crate::types::{
-    AddOptions, AddSource, FileStatus, OptionsPatch, PeerStatus, PieceMap, QueueMove,
-    SessionStats, Settings, TorrentId, TorrentState, TorrentSummary, TrackerStatus,
+    AddOptions, AddSource, FileStatus, OptionsPatch, PeerStatus, PieceMap, QueueMove, SessionStats,
+    Settings, TorrentId, TorrentState, TorrentSummary, TrackerStatus,
 };
 use manager::{Manager, ManagerCmd};
 
@@ -340,7 +340,10 @@ impl Session {
             reports: reports_tx,
         });
         shared.set_settings(current);
-        let mut tasks = vec![tokio::spawn(listener::accept_loop(listener, shared.clone()))];
+        let mut tasks = vec![tokio::spawn(listener::accept_loop(
+            listener,
+            shared.clone(),
+        ))];
         if config.lsd {
             // Multicast where we listen: 127.0.0.1 keeps LSD on this machine.
             let interface = match config.listen_ip {
@@ -578,7 +581,11 @@ impl Session {
     }
 
     /// Peers for a torrent to dial.
-    pub async fn add_peers(&self, id: TorrentId, peers: Vec<SocketAddr>) -> Result<(), SessionError> {
+    pub async fn add_peers(
+        &self,
+        id: TorrentId,
+        peers: Vec<SocketAddr>,
+    ) -> Result<(), SessionError> {
         self.tell(
             id,
             TorrentCmd::AddPeers(peers, crate::peer_list::PeerSource::Manual),
@@ -606,8 +613,7 @@ impl Session {
 
     /// Moves a torrent in the queue.
     pub async fn move_in_queue(&self, id: TorrentId, to: QueueMove) -> Result<(), SessionError> {
-        self.ask(|reply| ManagerCmd::Move { id, to, reply })
-            .await?
+        self.ask(|reply| ManagerCmd::Move { id, to, reply }).await?
     }
 
     pub async fn files(&self, id: TorrentId) -> Result<Vec<FileStatus>, SessionError> {

@@ -144,7 +144,8 @@ impl SettingsState {
         let mut new = self.current.clone();
         patch.apply_to(&mut new);
         validate(&new)?;
-        let (old_map, new_map, base_map) = (to_map(&self.current), to_map(&new), to_map(&self.base));
+        let (old_map, new_map, base_map) =
+            (to_map(&self.current), to_map(&new), to_map(&self.base));
         for (key, value) in &new_map {
             if old_map.get(key) == Some(value) {
                 continue;

@@ -370,10 +370,8 @@ impl Actor {
         let wants = !self.record.paused && self.error.is_none();
         // What is on disk, if unknown.
         if wants && self.meta.is_some() && self.have.is_none() && self.check.is_none() {
-            let running_magnet = matches!(
-                self.net.as_ref().map(|n| &n.phase),
-                Some(Phase::Magnet(_))
-            );
+            let running_magnet =
+                matches!(self.net.as_ref().map(|n| &n.phase), Some(Phase::Magnet(_)));
             if !running_magnet {
                 self.start_check(false);
             }
@@ -551,9 +549,7 @@ impl Actor {
     async fn start_net(&mut self) {
         let private = self.meta.as_ref().is_some_and(|m| m.info.private);
         let phase = match (&self.meta, &self.have) {
-            (Some(meta), Some(have)) => {
-                Phase::Swarm(Box::new(self.new_swarm(meta, have.clone())))
-            }
+            (Some(meta), Some(have)) => Phase::Swarm(Box::new(self.new_swarm(meta, have.clone()))),
             (Some(_), None) => return, // checked first
             (None, _) => Phase::Magnet(Box::new(MagnetPhase::new(
                 self.info_hash,
@@ -814,7 +810,8 @@ impl Actor {
         let meta = match Metainfo::from_info_bytes(&info, trackers) {
             Ok(m) => m,
             Err(e) => {
-                self.fail(TorrentError::InvalidMetadata(e.to_string())).await;
+                self.fail(TorrentError::InvalidMetadata(e.to_string()))
+                    .await;
                 self.reconcile().await;
                 return;
             }
@@ -823,8 +820,7 @@ impl Actor {
         tracing::info!(name = %meta.info.name, "metadata received");
         if let Some(store) = self.shared.store.clone() {
             let (ih, bytes) = (self.info_hash, meta.to_torrent_bytes());
-            let res =
-                tokio::task::spawn_blocking(move || store.save_torrent(&ih, &bytes)).await;
+            let res = tokio::task::spawn_blocking(move || store.save_torrent(&ih, &bytes)).await;
             if !matches!(res, Ok(Ok(()))) {
                 tracing::warn!("cannot save the torrent's metainfo: {res:?}");
             }
@@ -976,7 +972,10 @@ impl Actor {
                 }
             }
             if let Some(since) = self.seeding_since {
-                if let Some(d) = self.seed_limits().next_check(&self.seed_progress(now, since)) {
+                if let Some(d) = self
+                    .seed_limits()
+                    .next_check(&self.seed_progress(now, since))
+                {
                     soon(now + d.max(Duration::from_secs(1)));
                 }
             }
@@ -994,9 +993,7 @@ impl Actor {
         let at = self.next_wakeup();
         if at != self.wake_at {
             if let Some(t) = at {
-                self.wake
-                    .as_mut()
-                    .reset(tokio::time::Instant::from_std(t));
+                self.wake.as_mut().reset(tokio::time::Instant::from_std(t));
             }
             self.wake_at = at;
         }
@@ -1237,7 +1234,12 @@ impl Actor {
     // ----- what is shown ----------------------------------------------------
 
     fn name(&self) -> String {
-        status::name(self.meta.as_deref(), self.magnet.as_ref(), &self.record, self.info_hash)
+        status::name(
+            self.meta.as_deref(),
+            self.magnet.as_ref(),
+            &self.record,
+            self.info_hash,
+        )
     }
 
     /// Recomputes the unselected pieces from the record's file list.
@@ -1311,7 +1313,10 @@ impl Actor {
         };
         if !same {
             self.last_state = Some(state.clone());
-            let _ = self.shared.events.send(Event::StateChanged { id: self.id, state });
+            let _ = self
+                .shared
+                .events
+                .send(Event::StateChanged { id: self.id, state });
             self.publish();
         }
     }

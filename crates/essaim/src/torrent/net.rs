@@ -198,10 +198,7 @@ impl Net {
         loop {
             let announcer = self.announcer.as_mut();
             let (tracker_peers, tracker_status) = match announcer {
-                Some(a) => (
-                    Some(&mut a.peers),
-                    a.status_open.then_some(&mut a.status),
-                ),
+                Some(a) => (Some(&mut a.peers), a.status_open.then_some(&mut a.status)),
                 None => (None, None),
             };
             tokio::select! {
@@ -253,14 +250,8 @@ impl Net {
             trackers: trackers.to_vec(),
             numwant: 50,
         };
-        let task = spawn_announcer_with(
-            cfg,
-            options,
-            stats_rx,
-            peers_tx,
-            want_more.clone(),
-            stop_rx,
-        );
+        let task =
+            spawn_announcer_with(cfg, options, stats_rx, peers_tx, want_more.clone(), stop_rx);
         self.announcer = Some(Announcer {
             task,
             stop: stop_tx,
@@ -276,10 +267,7 @@ impl Net {
     /// Starts the DHT search for peers (announcing us, BEP 5).
     pub async fn start_dht(&mut self) {
         if let Some(dht) = self.dht() {
-            self.dht_peers = Some(
-                dht.get_peers(self.info_hash, Some(self.shared.port))
-                    .await,
-            );
+            self.dht_peers = Some(dht.get_peers(self.info_hash, Some(self.shared.port)).await);
         }
     }
 
@@ -397,10 +385,7 @@ impl Net {
         self.dht_wait = (self.dht_wait * 2).min(DHT_RESEARCH_MAX);
         self.dht_next_search = now + self.dht_wait;
         // A new receiver; the node starts a lookup unless one runs.
-        self.dht_peers = Some(
-            dht.get_peers(self.info_hash, Some(self.shared.port))
-                .await,
-        );
+        self.dht_peers = Some(dht.get_peers(self.info_hash, Some(self.shared.port)).await);
     }
 
     /// When the next DHT search of a leecher short of peers is due.
@@ -566,7 +551,12 @@ impl Net {
     }
 
     /// A checked piece came back from the disk.
-    pub fn on_disk(&mut self, piece: u32, res: Result<bool, crate::storage::StorageError>, data: &[u8]) {
+    pub fn on_disk(
+        &mut self,
+        piece: u32,
+        res: Result<bool, crate::storage::StorageError>,
+        data: &[u8],
+    ) {
         self.disk_pending = self.disk_pending.saturating_sub(1);
         match res {
             Ok(ok) => {

@@ -176,7 +176,11 @@ impl Actor {
                     verified += hi.saturating_sub(lo);
                 }
             }
-            let wanted = self.record.files.as_ref().is_none_or(|sel| sel.contains(&i));
+            let wanted = self
+                .record
+                .files
+                .as_ref()
+                .is_none_or(|sel| sel.contains(&i));
             out.push(FileStatus {
                 index: i,
                 path,
@@ -196,7 +200,15 @@ impl Actor {
         let sources: Vec<_> = net
             .conns
             .iter()
-            .map(|(k, c)| (*k, c.addr, c.peer_id, c.incoming, net.peer_list.source(&c.addr)))
+            .map(|(k, c)| {
+                (
+                    *k,
+                    c.addr,
+                    c.peer_id,
+                    c.incoming,
+                    net.peer_list.source(&c.addr),
+                )
+            })
             .collect();
         let mut out = Vec::with_capacity(sources.len());
         match &mut net.phase {

@@ -4,7 +4,7 @@
 //! serve an honest peer afterwards.
 
 use bytes::BytesMut;
-use essaim::session::MAX_HALF_OPEN;
+use essaim::MAX_HALF_OPEN;
 use essaim_core::BLOCK_SIZE;
 use essaim_wire::peer::{BlockRequest, Message};
 use tokio::io::AsyncWriteExt;
@@ -146,7 +146,7 @@ async fn have_and_keepalive_floods() {
     w.send_raw(&vec![0u8; 4 * 100_000]).await;
     w.probe(probe_req(&fx)).await;
     before.assert_growth_below(FLOOD_MEMORY, "100,000 keep-alives");
-    wait_status(&handle, |s| s.peers.len() == 1).await;
+    wait_status(&handle, |s| s.peers == 1).await;
     honest_download(&fx, session.local_addr()).await;
     session.shutdown().await;
 }

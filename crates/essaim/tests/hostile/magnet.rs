@@ -1,32 +1,30 @@
 //! Hostile peers against a magnet link's metadata fetch (BEP 9): essaim is
-//! the leecher, fetching with `Session::fetch_magnet`, and the test plays
-//! the only peer.
+//! the leecher, a magnet link added to a session, and the test plays the
+//! only peer.
 //!
 //! essaim's rules: a `metadata_size` of 0 or above 16 MiB is refused before
 //! anything is allocated for it; a `data` message is accepted only for a
 //! piece asked of that peer, with the announced total size and the exact
 //! piece length; metadata that fails the infohash gets its senders dropped.
-//! Each of these closes the connection, and the fetch, left without a good
-//! peer, ends with an error at its timeout.
+//! Each of these closes the connection, and the torrent, left without a
+//! good peer, goes on fetching (it has no metadata).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use essaim::session::Session;
+use essaim::{AddOptions, AddSource, Session, TorrentState};
 use essaim_core::Magnet;
 use essaim_wire::extension::{ExtendedHandshake, MetadataMessage, UT_METADATA_ID};
 use essaim_wire::peer::{Handshake, Message, MessageDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 
 use crate::util::*;
 
-/// How long each fetch may try.
-const FETCH: Duration = Duration::from_secs(2);
 /// The ut_metadata id the hostile peer asks essaim to use.
 const THEIR_ID: u8 = 3;
 
@@ -162,21 +160,35 @@ fn encode(m: &Message) -> Vec<u8> {
     out.to_vec()
 }
 
-/// Fetches with `lie` as the only peer: the fetch fails within its timeout
-/// (plus slack) and essaim closed the connection.
-async fn fetch_from_liar(session: &Session, fx: &Fixture, lie: Lie) -> Seen {
+/// A session fetching the fixture's magnet link from `peers`; the id.
+async fn fetch(fx: &Fixture, peers: Vec<SocketAddr>) -> (Session, essaim::TorrentId) {
+    let session = Session::new(local()).await.unwrap();
+    let id = session
+        .add(
+            AddSource::Magnet(magnet(fx).to_uri()),
+            AddOptions {
+                save_path: Some(fx.leech_dir()),
+                peers,
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    (session, id)
+}
+
+/// Fetches with `lie` as the only peer: essaim closes the connection
+/// promptly and still has no metadata.
+async fn fetch_from_liar(fx: &Fixture, lie: Lie) -> Seen {
     let (addr, peer) = lying_peer(fx, lie, None).await;
-    let started = Instant::now();
-    let res = timeout(
-        FETCH + PROMPTLY,
-        session.fetch_magnet(&magnet(fx), vec![addr], FETCH),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{lie:?}: fetch_magnet did not end"));
-    assert!(res.is_err(), "{lie:?}: metadata accepted from a liar");
-    assert!(started.elapsed() < FETCH + PROMPTLY);
+    let (session, id) = fetch(fx, vec![addr]).await;
     let seen = timeout(BOUND, peer).await.unwrap().unwrap();
     assert!(seen.closed, "{lie:?}: essaim kept the connection");
+    let s = session.get(id).unwrap();
+    assert!(!s.has_metadata, "{lie:?}: metadata accepted from a liar");
+    assert_eq!(s.state, TorrentState::FetchingMetadata, "{lie:?}");
+    session.shutdown().await;
     seen
 }
 
@@ -187,15 +199,13 @@ async fn fetch_from_liar(session: &Session, fx: &Fixture, lie: Lie) -> Seen {
 async fn huge_metadata_size_is_refused() {
     let _alone = EXCLUSIVE.write().await;
     let fx = Fixture::new(64 * 1024, 16 * 1024);
-    let session = Session::new(local()).await.unwrap();
     let before = Mem::now();
     let sizes = [(16 << 20) + 1, 1 << 40, i64::MAX as u64, 0];
-    let fetches = sizes.map(|s| fetch_from_liar(&session, &fx, Lie::Size(s)));
+    let fetches = sizes.map(|s| fetch_from_liar(&fx, Lie::Size(s)));
     for (seen, size) in futures_join_all(fetches).await.into_iter().zip(sizes) {
         assert_eq!(seen.requests, 0, "size {size}: metadata requested");
     }
     before.assert_growth_below(4 << 20, "huge metadata_size");
-    session.shutdown().await;
 }
 
 /// `data` for a piece out of range, of the wrong length, with another
@@ -206,7 +216,6 @@ async fn huge_metadata_size_is_refused() {
 async fn bad_metadata_pieces_are_refused() {
     let _shared = EXCLUSIVE.read().await;
     let fx = Fixture::new(64 * 1024, 16 * 1024);
-    let session = Session::new(local()).await.unwrap();
     let lies = [
         Lie::OtherPiece,
         Lie::Short,
@@ -214,7 +223,7 @@ async fn bad_metadata_pieces_are_refused() {
         Lie::OtherTotal,
         Lie::Corrupt,
     ];
-    let fetches = lies.map(|l| fetch_from_liar(&session, &fx, l));
+    let fetches = lies.map(|l| fetch_from_liar(&fx, l));
     for (seen, lie) in futures_join_all(fetches).await.into_iter().zip(lies) {
         assert_eq!(seen.requests, 1, "{lie:?}");
     }
@@ -226,13 +235,12 @@ async fn bad_metadata_pieces_are_refused() {
     let gate = Gate::default();
     let (liar, peer) = lying_peer(&fx, Lie::Corrupt, Some(gate.clone())).await;
     let honest = held_relay(seeder.local_addr(), gate).await;
-    let meta = timeout(
-        BOUND,
-        session.fetch_magnet(&magnet(&fx), vec![liar, honest], BOUND),
-    )
-    .await
-    .expect("bounded")
-    .expect("fetched from the honest seeder");
+    let (session, id) = fetch(&fx, vec![liar, honest]).await;
+    timeout(BOUND, session.wait_for(id, |s| s.has_metadata))
+        .await
+        .expect("fetched from the honest seeder in time");
+    let bytes = session.metainfo(id).await.unwrap().expect("metadata");
+    let meta = essaim_core::Metainfo::from_bytes(&bytes).unwrap();
     assert_eq!(meta.info_hash, fx.info_hash());
     assert_eq!(meta.info_bytes, fx.meta.info_bytes);
     let seen = timeout(BOUND, peer).await.unwrap().unwrap();

@@ -15,14 +15,74 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use essaim::create::{create_torrent, CreateOptions};
-use essaim::session::{AddTorrent, Session, SessionConfig, TorrentHandle};
-use essaim::torrent::TorrentStatus;
+use essaim::{AddOptions, AddSource, Session, SessionConfig, Settings, TorrentId, TorrentSummary};
 use essaim_core::{InfoHash, Metainfo, PeerId, BLOCK_SIZE};
 use essaim_wire::peer::{BlockRequest, Handshake, Message, MessageDecoder};
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
+
+/// A torrent of a session, as the tests follow it.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    pub id: TorrentId,
+    rx: watch::Receiver<TorrentSummary>,
+}
+
+impl TorrentHandle {
+    pub fn of(session: &Session, id: TorrentId) -> TorrentHandle {
+        TorrentHandle {
+            id,
+            rx: session.watch(id).expect("the torrent is in the session"),
+        }
+    }
+    /// The latest summary.
+    pub fn status(&self) -> TorrentSummary {
+        self.rx.borrow().clone()
+    }
+    pub fn watch(&self) -> watch::Receiver<TorrentSummary> {
+        self.rx.clone()
+    }
+    /// Waits until `f` holds (or the torrent is gone).
+    pub async fn wait_for(&self, f: impl Fn(&TorrentSummary) -> bool) -> TorrentSummary {
+        let mut rx = self.rx.clone();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if f(&s) {
+                    return s.clone();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone();
+            }
+        }
+    }
+}
+
+/// Adds a .torrent to a session, into `dir`, with these peers to dial.
+pub async fn add(
+    session: &Session,
+    meta: &Metainfo,
+    dir: PathBuf,
+    peers: Vec<SocketAddr>,
+) -> TorrentHandle {
+    let id = session
+        .add(
+            AddSource::Torrent(meta.to_torrent_bytes()),
+            AddOptions {
+                save_path: Some(dir),
+                peers,
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .expect("torrent added")
+        .id;
+    TorrentHandle::of(session, id)
+}
 
 /// The longest any single step may take.
 pub const BOUND: Duration = Duration::from_secs(20);
@@ -44,7 +104,10 @@ pub fn local() -> SessionConfig {
         listen_ip: [127, 0, 0, 1].into(),
         port: 0,
         lsd: false,
-        initial_seeding: false,
+        settings: Settings {
+            initial_seeding: false,
+            ..Settings::default()
+        },
         ..SessionConfig::default()
     }
 }
@@ -129,14 +192,8 @@ impl Fixture {
     /// A session seeding the fixture (its data checked).
     pub async fn seeder(&self, config: SessionConfig) -> (Session, TorrentHandle) {
         let session = Session::new(config).await.unwrap();
-        let handle = session
-            .add_torrent(AddTorrent {
-                metainfo: self.meta.clone(),
-                output_dir: self.seed_dir(),
-                peers: Vec::new(),
-            })
-            .unwrap();
-        let s = wait_status(&handle, |s| s.is_complete()).await;
+        let handle = add(&session, &self.meta, self.seed_dir(), Vec::new()).await;
+        let s = wait_status(&handle, |s| s.state == essaim::TorrentState::Seeding).await;
         assert!(s.is_complete(), "the seeder did not check its data");
         (session, handle)
     }
@@ -149,13 +206,7 @@ impl Fixture {
     ) -> (Session, TorrentHandle, PathBuf) {
         let session = Session::new(config).await.unwrap();
         let out = self.leech_dir();
-        let handle = session
-            .add_torrent(AddTorrent {
-                metainfo: self.meta.clone(),
-                output_dir: out.clone(),
-                peers,
-            })
-            .unwrap();
+        let handle = add(&session, &self.meta, out.clone(), peers).await;
         (session, handle, out.join(NAME))
     }
 }
@@ -163,16 +214,16 @@ impl Fixture {
 /// Waits (bounded) until `f` holds for the torrent's status; returns it.
 pub async fn wait_status(
     handle: &TorrentHandle,
-    f: impl Fn(&TorrentStatus) -> bool,
-) -> TorrentStatus {
+    f: impl Fn(&TorrentSummary) -> bool,
+) -> TorrentSummary {
     timeout(BOUND, handle.wait_for(&f))
         .await
-        .unwrap_or_else(|_| panic!("status not reached in time: {:?}", handle.status().stats))
+        .unwrap_or_else(|_| panic!("status not reached in time: {:?}", handle.status()))
 }
 
 /// The first status published from now on: it reflects everything the
 /// torrent processed before this call (e.g. what a probe proved handled).
-pub async fn fresh_status(handle: &TorrentHandle) -> TorrentStatus {
+pub async fn fresh_status(handle: &TorrentHandle) -> TorrentSummary {
     let mut rx = handle.watch();
     rx.borrow_and_update();
     timeout(BOUND, rx.changed())

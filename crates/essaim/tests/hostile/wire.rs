@@ -10,11 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use essaim::peer::HANDSHAKE_TIMEOUT;
-use essaim::peer_list::{PeerSource, MAX_KNOWN};
-use essaim::session::SessionConfig;
-use essaim::torrent::TorrentState;
-use essaim::torrent::TorrentStatus;
+use essaim::HANDSHAKE_TIMEOUT;
+use essaim::{PeerSource, MAX_KNOWN_PEERS as MAX_KNOWN};
+use essaim::{SessionConfig, Settings, TorrentState, TorrentSummary};
 use essaim_core::InfoHash;
 use essaim_wire::extension::ExtendedHandshake;
 use essaim_wire::peer::{BlockRequest, Handshake, Message};
@@ -166,7 +164,7 @@ async fn protocol_violations_disconnect() {
     .await;
     w.probe(probe_req(&fx)).await;
     assert!(!w.closed_within(Duration::from_millis(500)).await);
-    wait_status(&handle, |s| s.peers.len() == 1).await;
+    wait_status(&handle, |s| s.peers == 1).await;
     session.shutdown().await;
 }
 
@@ -199,17 +197,10 @@ async fn unrequested_piece_data_is_dropped() {
     w.send(&msgs).await;
     w.probe(probe_req(&fx)).await;
     let wasted = u64::from(fx.piece_length()) + 1000;
-    let s = wait_status(&handle, |s| s.stats.wasted >= wasted).await;
-    assert_eq!(s.stats.wasted, wasted);
-    assert_eq!(
-        (
-            s.stats.downloaded,
-            s.stats.pieces_have,
-            s.stats.hash_failures
-        ),
-        (0, 0, 0)
-    );
-    assert_eq!(s.peers.len(), 1, "still connected");
+    let s = wait_status(&handle, |s| s.wasted >= wasted).await;
+    assert_eq!(s.wasted, wasted);
+    assert_eq!((s.downloaded, s.pieces_have, s.hash_failures), (0, 0, 0));
+    assert_eq!(s.peers, 1, "still connected");
     assert!(!w.closed_within(Duration::from_millis(300)).await);
     let pl = fx.piece_length() as usize;
     assert!(
@@ -231,9 +222,13 @@ async fn pex_floods_and_unknown_extensions_are_harmless() {
     let _shared = EXCLUSIVE.read().await;
     let fx = Fixture::new(4 * 32 * 1024, 32 * 1024);
     let (session, handle) = fx
-        .seeder(SessionConfig {
-            max_peers_per_torrent: 1,
-            ..local()
+        .seeder({
+            let mut c = local();
+            c.settings = Settings {
+                max_peers_per_torrent: 1,
+                ..c.settings
+            };
+            c
         })
         .await;
     let (mut w, hs) = Wire::connect(session.local_addr(), fx.info_hash(), random_peer_id()).await;
@@ -267,7 +262,12 @@ async fn pex_floods_and_unknown_extensions_are_harmless() {
             .encode(),
         ),
     };
-    let learnt = |s: &TorrentStatus| s.known_peers.get(&PeerSource::Pex).copied().unwrap_or(0);
+    let learnt = |s: &TorrentSummary| {
+        s.known_peers
+            .iter()
+            .find(|(p, _)| *p == PeerSource::Pex)
+            .map_or(0, |(_, n)| *n)
+    };
 
     // 5,000 unusable addresses.
     let junk: Vec<SocketAddr> = (0..5000u16)
@@ -305,7 +305,7 @@ async fn pex_floods_and_unknown_extensions_are_harmless() {
     let s = fresh_status(&handle).await;
     assert!(learnt(&s) > first);
     assert!(
-        s.known_peers.values().sum::<usize>() <= MAX_KNOWN,
+        s.known_peers.iter().map(|(_, n)| n).sum::<usize>() <= MAX_KNOWN,
         "{:?}",
         s.known_peers
     );
@@ -334,7 +334,7 @@ async fn pex_floods_and_unknown_extensions_are_harmless() {
     .await;
     w.probe(probe_req(&fx)).await;
     let s = fresh_status(&handle).await;
-    assert_eq!(s.peers.len(), 1, "still connected");
+    assert_eq!(s.peers, 1, "still connected");
     // Shut down before letting go of the one slot: nothing is ever dialled.
     session.shutdown().await;
     drop(w);
@@ -433,6 +433,6 @@ async fn silent_peer_is_dropped_by_the_idle_timeout() {
         took >= idle - Duration::from_millis(200),
         "closed after {took:?}"
     );
-    wait_status(&handle, |s| s.peers.is_empty()).await;
+    wait_status(&handle, |s| s.peers == 0).await;
     session.shutdown().await;
 }
