@@ -368,13 +368,15 @@ impl Actor {
     /// Brings what runs in line with what is wanted and allowed.
     async fn reconcile(&mut self) {
         let wants = !self.record.paused && self.error.is_none();
-        // What is on disk, if unknown.
-        if wants && self.meta.is_some() && self.have.is_none() && self.check.is_none() {
-            let running_magnet =
-                matches!(self.net.as_ref().map(|n| &n.phase), Some(Phase::Magnet(_)));
-            if !running_magnet {
-                self.start_check(false);
-            }
+        // What is on disk, if unknown (a running swarm knows; a magnet
+        // phase checks once its metadata is in).
+        if wants
+            && self.meta.is_some()
+            && self.have.is_none()
+            && self.check.is_none()
+            && self.net.is_none()
+        {
+            self.start_check(false);
         }
         let kind = self.kind();
         if self.reported != Some(kind) {
