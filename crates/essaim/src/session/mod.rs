@@ -613,7 +613,23 @@ impl Session {
 
     /// Moves a torrent in the queue.
     pub async fn move_in_queue(&self, id: TorrentId, to: QueueMove) -> Result<(), SessionError> {
-        self.ask(|reply| ManagerCmd::Move { id, to, reply }).await?
+        self.ask(|reply| ManagerCmd::Move { id, to, reply })
+            .await??;
+        // Every torrent has taken its new place before this returns.
+        let txs: Vec<_> = self
+            .shared
+            .table()
+            .by_id
+            .values()
+            .map(|e| e.tx.clone())
+            .collect();
+        for tx in txs {
+            let (done, rx) = oneshot::channel();
+            if tx.send(TorrentCmd::Sync(done)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        Ok(())
     }
 
     pub async fn files(&self, id: TorrentId) -> Result<Vec<FileStatus>, SessionError> {

@@ -362,6 +362,7 @@ impl Actor {
             }
         }
         self.reconcile().await;
+        self.publish();
         Flow::Continue
     }
 
@@ -439,13 +440,12 @@ impl Actor {
             .unwrap_or_else(|| self.shared.settings().max_peers_per_torrent)
     }
 
-    fn limits(&self) -> Limits {
-        Limits(vec![
-            self.shared.upload.clone(),
-            self.upload.clone(),
-            self.shared.download.clone(),
-            self.download.clone(),
-        ])
+    /// The caps a running torrent's peers go through: (upload, download).
+    fn limits(&self) -> (Limits, Limits) {
+        (
+            Limits(vec![self.shared.upload.clone(), self.upload.clone()]),
+            Limits(vec![self.shared.download.clone(), self.download.clone()]),
+        )
     }
 
     fn place(&self) -> Place {
@@ -991,13 +991,15 @@ impl Actor {
         at
     }
 
+    /// Arms the timer for the next wakeup; an earlier one already armed
+    /// stays (so a stream of events cannot keep pushing the tick away).
     fn arm_timer(&mut self) {
-        let at = self.next_wakeup();
-        if at != self.wake_at {
-            if let Some(t) = at {
-                self.wake.as_mut().reset(tokio::time::Instant::from_std(t));
-            }
-            self.wake_at = at;
+        let Some(at) = self.next_wakeup() else {
+            return;
+        };
+        if self.wake_at.is_none_or(|armed| at < armed) {
+            self.wake.as_mut().reset(tokio::time::Instant::from_std(at));
+            self.wake_at = Some(at);
         }
     }
 

@@ -124,7 +124,8 @@ pub(super) struct Net {
     /// Set once the data is known (for serving and writing).
     storage: Arc<OnceLock<Arc<Storage>>>,
     meta: Option<Arc<Metainfo>>,
-    limits: Limits,
+    /// Upload caps (the writers), download caps (the readers).
+    limits: (Limits, Limits),
     private: bool,
     pub conns: HashMap<PeerKey, Conn>,
     next_key: PeerKey,
@@ -155,7 +156,7 @@ impl Net {
         shared: Arc<Shared>,
         meta: Option<Arc<Metainfo>>,
         storage: Option<Arc<Storage>>,
-        limits: Limits,
+        limits: (Limits, Limits),
         private: bool,
     ) -> Net {
         let (events_tx, events_rx) = mpsc::channel(PEER_EVENT_QUEUE);
@@ -452,7 +453,7 @@ impl Net {
             max_message,
             self.shared.idle_timeout,
             self.events_tx.clone(),
-            self.limits.clone(),
+            self.limits.1.clone(),
         ));
         let writer_task = tokio::spawn(peer::run_writer(
             key,
@@ -460,7 +461,7 @@ impl Net {
             wrx,
             self.storage.clone(),
             self.events_tx.clone(),
-            self.limits.clone(),
+            self.limits.0.clone(),
         ));
         self.conns.insert(
             key,
