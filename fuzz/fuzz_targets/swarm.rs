@@ -455,6 +455,7 @@ impl Driver {
                 assert!(addr.port() != 0);
                 assert!(!addr.ip().is_loopback(), "loopback address from a remote peer");
             }
+            Output::MetadataReceived(_) => panic!("a swarm never fetches metadata"),
             Output::PeersDiscovered(addrs) => {
                 self.trace.discovered += addrs.len();
                 // Our peers are on 10.0.0.x: no loopback address may come
