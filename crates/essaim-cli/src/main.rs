@@ -1,9 +1,14 @@
 //! `essaim`: the command-line BitTorrent node.
 //!
-//! Subcommands: `create`, `info`, `get`, `seed`, `tracker`, `demo`.
+//! Subcommands: `create`, `info`, `get`, `seed`, `tracker`, `demo`,
+//! `daemon`, and the remote control of a daemon: `add`, `list`, `show`,
+//! `pause`, `resume`, `remove`.
 
+mod config;
+mod daemon;
 mod demo;
 mod progress;
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,6 +96,11 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:6969")]
         listen: SocketAddr,
     },
+    /// Run as a daemon: torrents kept across restarts, an HTTP API, a
+    /// watch folder.
+    Daemon(daemon::DaemonArgs),
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
     /// A local swarm on 127.0.0.1: one seeder, several leechers, no internet.
     Demo {
         /// Number of leechers.
@@ -151,7 +161,7 @@ struct NetArgs {
     quiet: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
@@ -265,6 +275,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Daemon(args) => daemon::run(args).await,
+        Command::Remote(cmd) => remote::run(cmd).await,
         Command::Demo {
             leechers,
             size,
@@ -332,7 +344,7 @@ fn load_torrent(path: &Path) -> Result<Metainfo> {
 }
 
 /// Reads a file, refusing one larger than `cap` (a .torrent is small).
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut buf = Vec::new();

@@ -289,7 +289,7 @@ pub struct Session {
     started: Instant,
     settings: tokio::sync::Mutex<settings::SettingsState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    manager_task: tokio::task::JoinHandle<()>,
+    manager_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Session {
@@ -371,7 +371,7 @@ impl Session {
             started: Instant::now(),
             settings: tokio::sync::Mutex::new(settings_state),
             tasks,
-            manager_task,
+            manager_task: Mutex::new(Some(manager_task)),
         })
     }
 
@@ -722,12 +722,21 @@ impl Session {
     /// Stops every torrent (saving resume data and records, telling
     /// trackers, within 10 s), the listener and the DHT (saving its
     /// state).
-    pub async fn shutdown(self) {
+    /// Later calls do nothing; the session answers no more commands.
+    pub async fn shutdown(&self) {
+        let Some(manager_task) = self
+            .manager_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
         let (tx, rx) = oneshot::channel();
         if self.manager.send(ManagerCmd::Shutdown(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(12), rx).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.manager_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), manager_task).await;
         for t in &self.tasks {
             t.abort();
         }

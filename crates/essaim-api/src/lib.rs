@@ -1,0 +1,201 @@
+//! HTTP adapters over the essaim library API: the native REST API with
+//! live events ([`native`]), Prometheus metrics ([`metrics`]), and in one
+//! place for all of them the rules of who may drive the node
+//! ([`security`]: Host and Origin checks, credentials, bans) and where its
+//! data may go ([`paths`]). An adapter never runs its own engine: every
+//! handler calls [`essaim::Session`].
+//!
+//! Start with [`Api::new`] and [`Api::serve`].
+
+pub mod dto;
+pub mod error;
+pub mod metrics;
+pub mod native;
+pub mod openapi;
+pub mod paths;
+pub mod security;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use essaim::Session;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::{ApiError, ErrorBody};
+
+/// How the API is served and guarded.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where to listen (default 127.0.0.1:9080).
+    pub listen: SocketAddr,
+    /// The API token (`Authorization: Bearer`), if any.
+    pub token: Option<String>,
+    /// A user and password (login form, HTTP Basic), if any.
+    pub user: Option<(String, String)>,
+    /// Requests from loopback need no credentials (default true).
+    pub loopback_without_auth: bool,
+    /// Host names this node answers to besides `localhost` and IP literals.
+    pub allowed_hosts: Vec<String>,
+    /// Download folders besides the configured one.
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            token: None,
+            user: None,
+            loopback_without_auth: true,
+            allowed_hosts: Vec::new(),
+            allowed_roots: Vec::new(),
+        }
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to serve the API on {0}, which is not a loopback address, with no way to \
+         authenticate: set an API token or a user and password, or listen on 127.0.0.1"
+    )]
+    NoAuth(SocketAddr),
+    #[error("refusing to serve the API on {0} with `loopback_without_auth` and no credentials")]
+    Unreachable(SocketAddr),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("the download folders cannot be set up: {0}")]
+    Roots(std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Api {
+    pub session: Arc<Session>,
+    pub auth: Arc<security::Auth>,
+    pub roots: Arc<paths::Roots>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl Api {
+    /// Checks the configuration (a non-loopback address needs a way to
+    /// authenticate) and resolves the download roots.
+    pub fn new(session: Arc<Session>, config: ApiConfig) -> Result<Api, StartError> {
+        let auth = security::Auth::new(
+            config.token.as_deref(),
+            config.user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            config.loopback_without_auth,
+        );
+        if !config.listen.ip().is_loopback() && !auth.has_credentials() {
+            return Err(StartError::NoAuth(config.listen));
+        }
+        let roots = paths::Roots::new(&session.settings().download_dir, &config.allowed_roots)
+            .map_err(StartError::Roots)?;
+        Ok(Api {
+            session,
+            auth: Arc::new(auth),
+            roots: Arc::new(roots),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The routes, with the security layer in front.
+    pub fn router(&self) -> Router {
+        let torrents = Router::new()
+            .route("/api/v1/torrents", get(native::list).post(native::add))
+            .layer(DefaultBodyLimit::max(
+                native::MAX_TORRENT_UPLOAD + 64 * 1024,
+            ));
+        let rest = Router::new()
+            .route(
+                "/api/v1/torrents/{id}",
+                get(native::get).delete(native::remove),
+            )
+            .route("/api/v1/torrents/{id}/pause", post(native::pause))
+            .route("/api/v1/torrents/{id}/resume", post(native::resume))
+            .route("/api/v1/torrents/{id}/recheck", post(native::recheck))
+            .route("/api/v1/torrents/{id}/reannounce", post(native::reannounce))
+            .route("/api/v1/torrents/{id}/start", post(native::start))
+            .route("/api/v1/torrents/{id}/queue", post(native::queue))
+            .route(
+                "/api/v1/torrents/{id}/options",
+                axum::routing::patch(native::options),
+            )
+            .route("/api/v1/torrents/{id}/files", get(native::files))
+            .route("/api/v1/torrents/{id}/peers", get(native::peers))
+            .route("/api/v1/torrents/{id}/trackers", get(native::trackers))
+            .route("/api/v1/torrents/{id}/pieces", get(native::pieces))
+            .route("/api/v1/torrents/{id}/torrent", get(native::metainfo))
+            .route("/api/v1/session", get(native::session))
+            .route(
+                "/api/v1/settings",
+                get(native::settings).patch(native::set_settings),
+            )
+            .route("/api/v1/events", get(native::events))
+            .route("/api/v1/login", post(native::login))
+            .route("/api/v1/logout", post(native::logout))
+            .route("/api/v1/openapi.json", get(openapi_doc))
+            .route("/metrics", get(metrics::metrics))
+            .layer(DefaultBodyLimit::max(1024 * 1024));
+        torrents
+            .merge(rest)
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(60),
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                security::guard,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Binds and serves until `stop` turns true; returns the address.
+    pub async fn serve(
+        &self,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StartError> {
+        let listener = TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| StartError::Listen(self.config.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(self.config.listen, e))?;
+        let router = self.router();
+        Ok((addr, tokio::spawn(server::serve(listener, router, stop))))
+    }
+}
+
+async fn openapi_doc() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        openapi::json(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    let body = ErrorBody {
+        error: "method_not_allowed".into(),
+        message: format!("{method} is not allowed on {}", uri.path()),
+    };
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body))
+}
