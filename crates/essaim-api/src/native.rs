@@ -256,9 +256,11 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(AddSource, AddFields)> {
                     .filter(|p| !p.is_empty())
                     .collect()
             }
-            other => return Err(ApiError::BadRequest(format!(
+            other => {
+                return Err(ApiError::BadRequest(format!(
                 "unknown form part `{other}` (expected torrent, save_path, paused, files, peers)"
-            ))),
+            )))
+            }
         }
     }
     let torrent = torrent.ok_or_else(|| {

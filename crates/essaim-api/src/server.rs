@@ -1,8 +1,11 @@
 //! The HTTP server around the router, with the limits a node exposed to a
 //! network needs: at most [`MAX_CONNECTIONS`] connections at once (more
-//! wait in the kernel's backlog), request headers of at most
-//! [`MAX_HEADER_BYTES`] read within [`HEADER_TIMEOUT`] (a client that
-//! trickles them is dropped), HTTP/1.1 only.
+//! wait in the kernel's backlog), request heads of at most
+//! [`MAX_HEADER_BYTES`] (431 beyond) read within [`HEADER_TIMEOUT`] (a
+//! client that trickles them is dropped), HTTP/1.1 only, and a kernel send
+//! buffer of [`SEND_BUFFER`] per connection: a client that stops reading
+//! (an event stream left open) holds that much, and then the events meant
+//! for it are dropped (it is told: `lagged`), never queued without bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tower::Service;
 pub const MAX_CONNECTIONS: usize = 128;
 /// Largest request head (request line and headers).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The kernel's send buffer of each connection.
+pub const SEND_BUFFER: usize = 128 * 1024;
 /// Time allowed to send a request's head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +50,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             },
             _ = stopped(&mut stop) => return,
         };
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let Ok(svc) = make.call(peer).await;
         let svc = TowerToHyperService::new(svc);
         let mut stop = stop.clone();
@@ -54,7 +60,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Recei
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
+                .max_header_size(MAX_HEADER_BYTES)
                 .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
