@@ -3,8 +3,10 @@
 #
 # Installs the BitTorrent clients the interop tests talk to (Debian packages:
 # Transmission 3, aria2, python3-libtorrent) when they are missing, then runs
-# rustfmt, clippy, the whole workspace's tests in release mode, the fuzz
-# targets' build (nightly) and a smoke run of the bench scripts.
+# rustfmt, clippy, the whole workspace's tests in release mode, the HTTP API
+# against its OpenAPI document (schemathesis from PyPI, in a virtualenv under
+# target/), the fuzz targets' build (nightly) and a smoke run of the bench
+# scripts.
 # Runs as root on Debian 12, or as a user who already has the clients.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,6 +65,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace --release $*"
 cargo test --workspace --release "$@"
+
+step "the API held to its OpenAPI document (tests/api/schemathesis.sh)"
+cargo build --release -p essaim-cli
+tests/api/schemathesis.sh target/release/essaim
 
 step "fuzz targets build (fuzz/build.sh: cargo +nightly fuzz build)"
 fuzz/build.sh

@@ -21,6 +21,51 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A non-negative integer of a request body. JSON Schema calls `2.0` an
+/// integer too, so an integral number written with a fraction is taken;
+/// anything above `i64::MAX` (the schema's `int64`) or negative is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Int(pub u64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number from 0 to 9223372036854775807")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
+                if v > i64::MAX as u64 {
+                    return Err(E::custom(format!("{v} is too large")));
+                }
+                Ok(Int(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Int, E> {
+                u64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Int, E> {
+                if v.fract() == 0.0 && (0.0..=i64::MAX as f64).contains(&v) {
+                    Ok(Int(v as u64))
+                } else {
+                    Err(E::custom(format!("{v} is not a whole number in range")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Int {
+    pub fn usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
 /// Why a torrent stopped.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDto {
@@ -71,7 +116,8 @@ pub enum RatioLimit {
 #[serde(untagged)]
 pub enum TimeLimit {
     Mode(LimitMode),
-    Seconds(u64),
+    #[schema(value_type = i64)]
+    Seconds(Int),
 }
 
 impl From<Limit<f64>> for RatioLimit {
@@ -89,7 +135,7 @@ impl From<Limit<u64>> for TimeLimit {
         match l {
             Limit::Session => TimeLimit::Mode(LimitMode::Session),
             Limit::Unlimited => TimeLimit::Mode(LimitMode::Unlimited),
-            Limit::Value(v) => TimeLimit::Seconds(v),
+            Limit::Value(v) => TimeLimit::Seconds(Int(v)),
         }
     }
 }
@@ -110,7 +156,7 @@ impl TimeLimit {
         match self {
             TimeLimit::Mode(LimitMode::Session) => Limit::Session,
             TimeLimit::Mode(LimitMode::Unlimited) => Limit::Unlimited,
-            TimeLimit::Seconds(s) => Limit::Value(s),
+            TimeLimit::Seconds(s) => Limit::Value(s.0),
         }
     }
 }
@@ -132,21 +178,21 @@ pub struct OptionsDto {
 #[serde(deny_unknown_fields)]
 pub struct OptionsPatchDto {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>, minimum = 1)]
-    pub upload_limit: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub upload_limit: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>, minimum = 1)]
-    pub download_limit: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub download_limit: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<usize>, minimum = 1)]
-    pub max_peers: Option<Option<usize>>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_peers: Option<Option<Int>>,
     pub seed_ratio: Option<RatioLimit>,
     pub seed_time: Option<TimeLimit>,
     pub seed_idle_time: Option<TimeLimit>,
     /// File indices to download; `null` for all.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Vec<usize>>)]
-    pub files: Option<Option<Vec<usize>>>,
+    #[schema(value_type = Option<Vec<i64>>)]
+    pub files: Option<Option<Vec<Int>>>,
     /// Moves the data to this folder (it must be an allowed one).
     pub save_path: Option<String>,
 }
@@ -299,7 +345,8 @@ pub struct AddDto {
     pub save_path: Option<String>,
     pub paused: Option<bool>,
     /// File indices to download (default: all, or the link's `so=`).
-    pub files: Option<Vec<usize>>,
+    #[schema(value_type = Option<Vec<i64>>)]
+    pub files: Option<Vec<Int>>,
     /// Peers to dial, `IP:PORT`.
     pub peers: Option<Vec<String>>,
 }
@@ -540,33 +587,33 @@ impl SettingsDto {
 pub struct SettingsPatchDto {
     pub download_dir: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>, minimum = 1)]
-    pub upload_limit: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub upload_limit: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>, minimum = 1)]
-    pub download_limit: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub download_limit: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<usize>)]
-    pub max_active_downloads: Option<Option<usize>>,
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub max_active_downloads: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<usize>)]
-    pub max_active_seeds: Option<Option<usize>>,
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub max_active_seeds: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<f64>, minimum = 0)]
     pub seed_ratio: Option<Option<f64>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>)]
-    pub seed_time: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub seed_time: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>)]
-    pub seed_idle_time: Option<Option<u64>>,
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub seed_idle_time: Option<Option<Int>>,
     pub seed_limit_action: Option<SeedActionDto>,
-    #[schema(minimum = 1)]
-    pub max_peers_per_torrent: Option<usize>,
-    #[schema(minimum = 1)]
-    pub max_peers: Option<usize>,
-    #[schema(minimum = 1)]
-    pub upload_slots: Option<usize>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_peers_per_torrent: Option<Int>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_peers: Option<Int>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub upload_slots: Option<Int>,
     pub start_paused: Option<bool>,
     pub initial_seeding: Option<bool>,
 }

@@ -47,6 +47,10 @@ pub struct ApiConfig {
     pub allowed_hosts: Vec<String>,
     /// Download folders besides the configured one.
     pub allowed_roots: Vec<PathBuf>,
+    /// Failed logins in a row that ban an address (0: never; default 5).
+    pub ban_after: u32,
+    /// How long a ban lasts (default 15 minutes).
+    pub ban_for: Duration,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +62,8 @@ impl Default for ApiConfig {
             loopback_without_auth: true,
             allowed_hosts: Vec::new(),
             allowed_roots: Vec::new(),
+            ban_after: security::MAX_FAILURES,
+            ban_for: security::BAN_FOR,
         }
     }
 }
@@ -95,7 +101,8 @@ impl Api {
             config.token.as_deref(),
             config.user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
             config.loopback_without_auth,
-        );
+        )
+        .with_ban(config.ban_after, config.ban_for);
         if !config.listen.ip().is_loopback() && !auth.has_credentials() {
             return Err(StartError::NoAuth(config.listen));
         }
@@ -178,13 +185,17 @@ impl Api {
     }
 }
 
-async fn openapi_doc() -> impl IntoResponse {
+async fn openapi_doc(
+    axum::extract::State(api): axum::extract::State<Api>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+) -> impl IntoResponse {
+    let anonymous = api.config.loopback_without_auth && peer.ip().is_loopback();
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        openapi::json(),
+        openapi::json(anonymous),
     )
 }
 

@@ -119,7 +119,7 @@ pub async fn add(State(api): State<Api>, req: Request) -> ApiResult<Response> {
         let fields = AddFields {
             save_path: dto.save_path,
             paused: dto.paused,
-            files: dto.files,
+            files: dto.files.map(|f| f.into_iter().map(Int::usize).collect()),
             peers: dto.peers.unwrap_or_default(),
         };
         (AddSource::Magnet(dto.magnet), fields)
@@ -178,8 +178,7 @@ pub struct AddFormDto {
     #[schema(value_type = String, format = Binary)]
     torrent: Vec<u8>,
     save_path: Option<String>,
-    /// `true` or `false`.
-    paused: Option<String>,
+    paused: Option<bool>,
     /// Comma-separated file indices.
     files: Option<String>,
     /// Comma-separated `IP:PORT`.
@@ -225,6 +224,9 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(AddSource, AddFields)> {
             String::from_utf8(data.clone())
                 .map_err(|_| ApiError::BadRequest(format!("the `{name}` part is not UTF-8")))
         };
+        if name != "torrent" && data.iter().all(u8::is_ascii_whitespace) {
+            continue; // an empty field is one not given
+        }
         match name.as_str() {
             "torrent" => torrent = Some(data),
             "save_path" => f.save_path = Some(text()?),
@@ -271,7 +273,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(AddSource, AddFields)> {
 
 /// One torrent.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}", tag = "torrents",
-    params(("id" = String, Path, description = "the torrent's number or an infohash prefix (4+ hex digits)")),
+    params(("id" = String, Path, description = "the torrent's number or an infohash prefix (4+ hex digits)", example = "1")),
     responses((status = 200, body = TorrentDto), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(api): State<Api>,
@@ -291,7 +293,7 @@ pub struct RemoveParams {
 /// Removes a torrent (with `delete_data=true`, its files too: only those
 /// it names, and its folders left empty).
 #[utoipa::path(delete, path = "/api/v1/torrents/{id}", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix"), RemoveParams),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1"), RemoveParams),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(api): State<Api>,
@@ -307,7 +309,7 @@ macro_rules! action {
     ($name:ident, $path:literal, $doc:literal, $call:ident) => {
         #[doc = $doc]
         #[utoipa::path(post, path = $path, tag = "torrents",
-                    params(("id" = String, Path, description = "number or infohash prefix")),
+                    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
                     responses((status = 204), (status = 404, body = ErrorBody)))]
         pub async fn $name(
             State(api): State<Api>,
@@ -347,7 +349,7 @@ action!(
 /// Starts a torrent now whatever the queue says (`{"force": false}`
 /// gives it back to the queue).
 #[utoipa::path(post, path = "/api/v1/torrents/{id}/start", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     request_body(content = Option<StartDto>, content_type = "application/json"),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn start(
@@ -379,14 +381,18 @@ async fn optional_body<T: serde::de::DeserializeOwned + Default>(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
-        return serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()));
+        return serde_json::from_slice::<Option<T>>(&bytes)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| ApiError::BadRequest(e.to_string()));
     }
-    Body::<T>::from_request(req, api).await.map(|Body(v)| v)
+    Body::<Option<T>>::from_request(req, api)
+        .await
+        .map(|Body(v)| v.unwrap_or_default())
 }
 
 /// Moves a torrent in the queue.
 #[utoipa::path(post, path = "/api/v1/torrents/{id}/queue", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     request_body = QueueDto,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn queue(
@@ -406,7 +412,7 @@ pub async fn queue(
 
 /// Changes a torrent's options (caps, peers, seed limits, files, folder).
 #[utoipa::path(patch, path = "/api/v1/torrents/{id}/options", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     request_body = OptionsPatchDto,
     responses((status = 200, body = TorrentDto), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -416,8 +422,8 @@ pub async fn options(
     TorrentRef(id): TorrentRef,
     Body(dto): Body<OptionsPatchDto>,
 ) -> ApiResult<Json<TorrentDto>> {
-    let zero = |v: Option<Option<u64>>, what: &str| -> ApiResult<()> {
-        if v == Some(Some(0)) {
+    let zero = |v: Option<Option<Int>>, what: &str| -> ApiResult<()> {
+        if v == Some(Some(Int(0))) {
             return Err(ApiError::BadRequest(format!(
                 "{what} of 0 would stop all traffic: pause instead, or send null for no cap"
             )));
@@ -426,7 +432,7 @@ pub async fn options(
     };
     zero(dto.upload_limit, "upload_limit")?;
     zero(dto.download_limit, "download_limit")?;
-    if dto.max_peers == Some(Some(0)) {
+    if dto.max_peers == Some(Some(Int(0))) {
         return Err(ApiError::BadRequest("max_peers must be at least 1".into()));
     }
     let save_path = match &dto.save_path {
@@ -434,9 +440,9 @@ pub async fn options(
         None => None,
     };
     let patch = OptionsPatch {
-        upload_limit: dto.upload_limit,
-        download_limit: dto.download_limit,
-        max_peers: dto.max_peers,
+        upload_limit: dto.upload_limit.map(|v| v.map(|i| i.0)),
+        download_limit: dto.download_limit.map(|v| v.map(|i| i.0)),
+        max_peers: dto.max_peers.map(|v| v.map(Int::usize)),
         seed_ratio: dto
             .seed_ratio
             .map(|r| r.to_limit())
@@ -444,7 +450,9 @@ pub async fn options(
             .map_err(ApiError::BadRequest)?,
         seed_time: dto.seed_time.map(TimeLimit::to_limit),
         seed_idle_time: dto.seed_idle_time.map(TimeLimit::to_limit),
-        files: dto.files,
+        files: dto
+            .files
+            .map(|v| v.map(|f| f.into_iter().map(Int::usize).collect())),
         save_path,
     };
     let s = api.session.set_options(id, patch).await?;
@@ -453,7 +461,7 @@ pub async fn options(
 
 /// A torrent's files.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/files", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     responses((status = 200, body = [FileDto]), (status = 404, body = ErrorBody)))]
 pub async fn files(
     State(api): State<Api>,
@@ -471,7 +479,7 @@ pub async fn files(
 
 /// A torrent's connected peers.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/peers", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     responses((status = 200, body = [PeerDto]), (status = 404, body = ErrorBody)))]
 pub async fn peers(
     State(api): State<Api>,
@@ -489,7 +497,7 @@ pub async fn peers(
 
 /// A torrent's trackers and what they last said.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/trackers", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     responses((status = 200, body = [TrackerDto]), (status = 404, body = ErrorBody)))]
 pub async fn trackers(
     State(api): State<Api>,
@@ -507,7 +515,7 @@ pub async fn trackers(
 
 /// A torrent's piece map.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/pieces", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     responses((status = 200, body = PiecesDto), (status = 404, body = ErrorBody)))]
 pub async fn pieces(
     State(api): State<Api>,
@@ -525,7 +533,7 @@ pub async fn pieces(
 
 /// The torrent's .torrent file (404 while a magnet link has no metadata).
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/torrent", tag = "torrents",
-    params(("id" = String, Path, description = "number or infohash prefix")),
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
     responses((status = 200, content_type = "application/x-bittorrent", body = Vec<u8>),
         (status = 404, body = ErrorBody)))]
 pub async fn metainfo(State(api): State<Api>, TorrentRef(id): TorrentRef) -> ApiResult<Response> {
@@ -569,22 +577,24 @@ pub async fn set_settings(
         Some(p) => Some(api.roots.confine(p)?),
         None => None,
     };
+    let u = |v: Option<Option<Int>>| v.map(|v| v.map(|i| i.0));
+    let z = |v: Option<Option<Int>>| v.map(|v| v.map(Int::usize));
     let patch = SettingsPatch {
         download_dir,
-        upload_limit: dto.upload_limit,
-        download_limit: dto.download_limit,
-        max_active_downloads: dto.max_active_downloads,
-        max_active_seeds: dto.max_active_seeds,
+        upload_limit: u(dto.upload_limit),
+        download_limit: u(dto.download_limit),
+        max_active_downloads: z(dto.max_active_downloads),
+        max_active_seeds: z(dto.max_active_seeds),
         seed_ratio: dto.seed_ratio,
-        seed_time: dto.seed_time,
-        seed_idle_time: dto.seed_idle_time,
+        seed_time: u(dto.seed_time),
+        seed_idle_time: u(dto.seed_idle_time),
         seed_limit_action: dto.seed_limit_action.map(|a| match a {
             SeedActionDto::Pause => SeedLimitAction::Pause,
             SeedActionDto::Remove => SeedLimitAction::Remove,
         }),
-        max_peers_per_torrent: dto.max_peers_per_torrent,
-        max_peers: dto.max_peers,
-        upload_slots: dto.upload_slots,
+        max_peers_per_torrent: dto.max_peers_per_torrent.map(Int::usize),
+        max_peers: dto.max_peers.map(Int::usize),
+        upload_slots: dto.upload_slots.map(Int::usize),
         start_paused: dto.start_paused,
         initial_seeding: dto.initial_seeding,
     };
@@ -694,7 +704,7 @@ pub async fn login(
     Body(dto): Body<LoginDto>,
 ) -> ApiResult<Response> {
     if !api.auth.has_login() {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unauthorized(
             "no user is configured: use the API token (Authorization: Bearer)".into(),
         ));
     }

@@ -49,8 +49,8 @@ use crate::native;
         TrackerDto, PiecesDto, StatsDto, SettingsDto, SettingsPatchDto, SeedActionDto,
         QueueDto, QueueMoveDto, LoginDto, StartDto
     )),
-    modifiers(&Security),
-    security(("token" = []), ("basic" = []), ())
+    modifiers(&Security, &GuardReplies),
+    security(("token" = []), ("basic" = []))
 )]
 pub struct ApiDoc;
 
@@ -70,9 +70,62 @@ impl Modify for Security {
     }
 }
 
-/// The document, as JSON.
-pub fn json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+/// The replies the security layer may give to any request (see
+/// [`crate::security`]), added to every operation.
+struct GuardReplies;
+
+impl Modify for GuardReplies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let reply = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let common = [
+            ("401", "credentials missing or wrong"),
+            (
+                "403",
+                "a cross-site request, or an address banned after failed logins",
+            ),
+            ("421", "the Host header names another host (DNS rebinding)"),
+        ];
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (code, what) in common {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| reply(what).into());
+                }
+            }
+        }
+    }
+}
+
+/// The document, as JSON. `anonymous`: requests need no credentials
+/// (loopback, the default), which the document then says too.
+pub fn json(anonymous: bool) -> String {
+    let mut doc = ApiDoc::openapi();
+    if anonymous {
+        if let Some(s) = doc.security.as_mut() {
+            s.push(utoipa::openapi::security::SecurityRequirement::default());
+        }
+    }
+    doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
 }

@@ -8,7 +8,7 @@
 //!    `evil.example` that rebinds its name to 127.0.0.1 still sends
 //!    `Host: evil.example`, which no browser lets it change.
 //! 2. **Ban**: an address with [`MAX_FAILURES`] failed logins in a row is
-//!    refused (403) for [`BAN_FOR`].
+//!    refused (403) for [`BAN_FOR`] (both configurable; 0 failures: never).
 //! 3. **Cross-site requests** (CSRF): a request that changes state (any
 //!    method but GET, HEAD, OPTIONS) whose `Origin`, or lacking one
 //!    `Referer`, names another host than `Host`, or whose
@@ -43,9 +43,9 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::Api;
 
-/// Failed logins in a row from one address before it is banned.
+/// Failed logins in a row from one address before it is banned (default).
 pub const MAX_FAILURES: u32 = 5;
-/// How long a ban lasts.
+/// How long a ban lasts (default).
 pub const BAN_FOR: Duration = Duration::from_secs(15 * 60);
 /// Login sessions kept at most (the oldest goes first).
 const MAX_SESSIONS: usize = 1024;
@@ -77,6 +77,9 @@ pub struct Auth {
     user: Option<(String, [u8; 32])>,
     salt: [u8; 16],
     loopback_free: bool,
+    /// Failures before a ban (0: never), and its length.
+    ban_after: u32,
+    ban_for: Duration,
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
@@ -93,9 +96,19 @@ impl Auth {
             user: user.map(|(u, p)| (u.to_owned(), Self::hash(&salt, p))),
             salt,
             loopback_free: loopback_without_auth,
+            ban_after: MAX_FAILURES,
+            ban_for: BAN_FOR,
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Bans after `failures` failed logins in a row (0: never) for `ban_for`.
+    pub fn with_ban(mut self, failures: u32, ban_for: Duration) -> Auth {
+        self.ban_after = failures;
+        // Ten years is forever enough, and `Instant` arithmetic stays sound.
+        self.ban_for = ban_for.min(Duration::from_secs(10 * 365 * 86_400));
+        self
     }
 
     fn hash(salt: &[u8; 16], password: &str) -> [u8; 32] {
@@ -140,9 +153,9 @@ impl Auth {
             *e = Failures::default();
         }
         e.count += 1;
-        if e.count >= MAX_FAILURES {
-            tracing::warn!(%ip, "{MAX_FAILURES} failed logins: banned for {} s", BAN_FOR.as_secs());
-            e.banned_until = Some(now + BAN_FOR);
+        if self.ban_after > 0 && e.count >= self.ban_after {
+            tracing::warn!(%ip, "{} failed logins: banned for {} s", e.count, self.ban_for.as_secs());
+            e.banned_until = Some(now + self.ban_for);
         }
     }
 

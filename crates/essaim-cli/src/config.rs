@@ -33,6 +33,8 @@
 //! loopback_without_auth = true
 //! allowed_hosts = ["nas.local"]
 //! allowed_roots = ["/srv/more"]
+//! ban_after = 5                  # failed logins; 0: never ban
+//! ban_time = "15m"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -118,6 +120,10 @@ pub struct ApiSection {
     pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub allowed_roots: Vec<PathBuf>,
+    /// Failed logins in a row that ban an address (0: never). Default 5.
+    pub ban_after: Option<u32>,
+    /// How long a ban lasts. Default 15 minutes.
+    pub ban_time: Option<Span>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -200,6 +206,9 @@ impl ConfigFile {
         let c: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         // Values checked now, so a bad file fails at start, naming the key.
         c.settings(Settings::default())?;
+        if let Some(t) = &c.api.ban_time {
+            t.secs("api.ban_time")?;
+        }
         Ok(c)
     }
 

@@ -175,6 +175,14 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
         loopback_without_auth: file.api.loopback_without_auth.unwrap_or(true),
         allowed_hosts: file.api.allowed_hosts.clone(),
         allowed_roots: file.api.allowed_roots.clone(),
+        ban_after: file
+            .api
+            .ban_after
+            .unwrap_or(essaim_api::security::MAX_FAILURES),
+        ban_for: match &file.api.ban_time {
+            Some(t) => Duration::from_secs(t.secs("api.ban_time")?.unwrap_or(u64::MAX / 4)),
+            None => essaim_api::security::BAN_FOR,
+        },
     };
     if !api_listen.ip().is_loopback() && api_config.token.is_none() && api_config.user.is_none() {
         bail!(
