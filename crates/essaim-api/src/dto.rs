@@ -636,6 +636,14 @@ pub enum QueueMoveDto {
     Bottom,
 }
 
+/// Peers to dial.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeersDto {
+    /// `IP:PORT` each.
+    pub peers: Vec<String>,
+}
+
 /// Credentials for the login form.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

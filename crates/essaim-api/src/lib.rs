@@ -139,7 +139,10 @@ impl Api {
                 axum::routing::patch(native::options),
             )
             .route("/api/v1/torrents/{id}/files", get(native::files))
-            .route("/api/v1/torrents/{id}/peers", get(native::peers))
+            .route(
+                "/api/v1/torrents/{id}/peers",
+                get(native::peers).post(native::add_peers),
+            )
             .route("/api/v1/torrents/{id}/trackers", get(native::trackers))
             .route("/api/v1/torrents/{id}/pieces", get(native::pieces))
             .route("/api/v1/torrents/{id}/torrent", get(native::metainfo))

@@ -495,6 +495,31 @@ pub async fn peers(
     ))
 }
 
+/// Peers for a torrent to dial (`IP:PORT`).
+#[utoipa::path(post, path = "/api/v1/torrents/{id}/peers", tag = "torrents",
+    params(("id" = String, Path, description = "number or infohash prefix", example = "1")),
+    request_body = PeersDto,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_peers(
+    State(api): State<Api>,
+    TorrentRef(id): TorrentRef,
+    Body(dto): Body<PeersDto>,
+) -> ApiResult<StatusCode> {
+    if dto.peers.len() > 1000 {
+        return Err(ApiError::BadRequest("at most 1000 peers at once".into()));
+    }
+    let mut peers = Vec::new();
+    for p in &dto.peers {
+        peers.push(
+            p.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| ApiError::BadRequest(format!("peer {p:?} is not IP:PORT")))?,
+        );
+    }
+    api.session.add_peers(id, peers).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A torrent's trackers and what they last said.
 #[utoipa::path(get, path = "/api/v1/torrents/{id}/trackers", tag = "torrents",
     params(("id" = String, Path, description = "number or infohash prefix", example = "1")),

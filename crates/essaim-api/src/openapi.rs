@@ -33,6 +33,7 @@ use crate::native;
         native::options,
         native::files,
         native::peers,
+        native::add_peers,
         native::trackers,
         native::pieces,
         native::metainfo,
@@ -47,7 +48,7 @@ use crate::native;
         ErrorBody, TorrentDto, ErrorDto, CheckingDto, OptionsDto, RatioLimit, TimeLimit,
         LimitMode, OptionsPatchDto, AddDto, native::AddFormDto, AddedDto, FileDto, PeerDto,
         TrackerDto, PiecesDto, StatsDto, SettingsDto, SettingsPatchDto, SeedActionDto,
-        QueueDto, QueueMoveDto, LoginDto, StartDto
+        QueueDto, QueueMoveDto, LoginDto, StartDto, PeersDto
     )),
     modifiers(&Security, &GuardReplies),
     security(("token" = []), ("basic" = []))

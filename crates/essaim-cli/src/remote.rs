@@ -40,6 +40,9 @@ pub enum RemoteCommand {
         /// The folder its content goes in (an allowed one of the daemon).
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// A peer to dial (IP:PORT); repeatable.
+        #[arg(long = "peer")]
+        peers: Vec<std::net::SocketAddr>,
     },
     /// List the daemon's torrents.
     List {
@@ -170,6 +173,7 @@ pub async fn run(cmd: RemoteCommand) -> Result<ExitCode> {
             source,
             paused,
             output,
+            peers,
             ..
         } => {
             let output = match output {
@@ -183,6 +187,9 @@ pub async fn run(cmd: RemoteCommand) -> Result<ExitCode> {
                 }
                 if let Some(o) = &output {
                     body["save_path"] = o.display().to_string().into();
+                }
+                if !peers.is_empty() {
+                    body["peers"] = peers.iter().map(|p| p.to_string()).collect();
                 }
                 c.send(c.req(M::POST, "/torrents").json(&body)).await?
             } else {
@@ -201,6 +208,10 @@ pub async fn run(cmd: RemoteCommand) -> Result<ExitCode> {
                 }
                 if let Some(o) = &output {
                     form = form.text("save_path", o.display().to_string());
+                }
+                if !peers.is_empty() {
+                    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                    form = form.text("peers", list.join(","));
                 }
                 c.send(c.req(M::POST, "/torrents").multipart(form)).await?
             };

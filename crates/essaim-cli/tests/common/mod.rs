@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 mod clients;
+mod daemon;
 #[allow(unused_imports)]
 pub use clients::*;
+#[allow(unused_imports)]
+pub use daemon::*;
 
 /// How long any single step (a check, a download, a process exit) may take.
 pub const DEADLINE: Duration = Duration::from_secs(120);
