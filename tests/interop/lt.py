@@ -8,6 +8,9 @@ paths).
         Check DATA_DIR against TORRENT, then seed until killed. Prints `ready`
         once the check is done and the torrent is seeding (exits 2 if the data
         is incomplete after the check).
+    lt.py seed-many DATA_DIR TORRENT... --port P
+        Seed several torrents from DATA_DIR in one session; `ready` once all
+        are checked and seeding (exits 2 if any is incomplete).
     lt.py get TORRENT OUT_DIR --port P [--peer IP:PORT]... [--timeout S]
         Download into OUT_DIR; exit 0 when every piece is verified and written,
         3 on timeout. TORRENT may be a magnet link (metadata from the peers).
@@ -183,6 +186,40 @@ def cmd_seed(args):
         ses.wait_for_alert(500)
 
 
+def cmd_seed_many(args):
+    ses = make_session(args.port)
+    handles = [add(ses, t, args.data, [])[0] for t in args.torrents]
+    deadline = time.monotonic() + args.check_timeout
+    checked = 0
+    while checked < len(handles):
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.torrent_checked_alert):
+                checked += 1
+            elif a.category() & lt.alert.category_t.error_notification:
+                log(type(a).__name__ + ":", a.message())
+        if time.monotonic() > deadline:
+            log(f"data checks did not finish in time: {checked}/{len(handles)}")
+            sys.exit(3)
+        if checked < len(handles):
+            ses.wait_for_alert(100)
+    for h in handles:
+        s = h.status()
+        if not s.is_seeding:
+            log(f"data incomplete after check: {s.name} {s.num_pieces} pieces, state {s.state}")
+            sys.exit(2)
+    print("ready", flush=True)
+    last = 0.0
+    while True:
+        drain(ses, verbose=False)
+        now = time.monotonic()
+        if now - last > 5:
+            up = sum(h.status().all_time_upload for h in handles)
+            peers = sum(h.status().num_peers for h in handles)
+            log(f"seeding {len(handles)}: peers={peers} uploaded={up}")
+            last = now
+        ses.wait_for_alert(500)
+
+
 def cmd_get(args):
     ses = make_session(args.port, args.dht_bootstrap)
     start = time.monotonic()
@@ -276,6 +313,13 @@ def main():
     p.add_argument("--check-timeout", type=float, default=120)
     p.add_argument("--dht-bootstrap", type=parse_peer, action="append", default=[])
     p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("seed-many")
+    p.add_argument("data")
+    p.add_argument("torrents", nargs="+")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--check-timeout", type=float, default=120)
+    p.set_defaults(func=cmd_seed_many)
 
     p = sub.add_parser("get")
     p.add_argument("torrent")

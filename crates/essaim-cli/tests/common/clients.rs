@@ -288,6 +288,18 @@ pub fn lt_seed_dht(
     p
 }
 
+/// Starts one libtorrent session seeding every torrent of `torrents` from
+/// `data`, and waits until all are checked and seeding.
+pub fn lt_seed_many(data: &Path, torrents: &[std::path::PathBuf], port: u16) -> Proc {
+    let mut cmd = lt_py("seed-many");
+    cmd.arg(data)
+        .args(torrents)
+        .args(["--port", &port.to_string()]);
+    let mut p = Proc::spawn("lt-seed-many", &mut cmd);
+    p.wait_for_line("`ready`", DEADLINE, |l| l.trim() == "ready");
+    p
+}
+
 /// Downloads with libtorrent into `out`, to a successful exit (lt.py exits 0
 /// only when every piece passed its hash check and the session is closed).
 pub fn lt_get(torrent: impl AsRef<std::ffi::OsStr>, out: &Path, port: u16, peers: &[SocketAddr]) {

@@ -18,9 +18,10 @@
 //!   phase or the swarm).
 //!
 //! A torrent that wants to run but does not know its pieces checks them
-//! first ([`check`]), holding no place in the queue meanwhile; then it
-//! tells the manager whether it downloads or seeds, and starts when
-//! admitted. A magnet link runs in its magnet phase until the metadata is
+//! first ([`check`]), keeping its place in the queue meanwhile (under the
+//! kind it last had), and starts once checked and admitted; when the check
+//! tells otherwise (a seed whose files lost pieces), it says so to the
+//! manager. A magnet link runs in its magnet phase until the metadata is
 //! in, checks what is already on disk while its peers stay connected, then
 //! its swarm adopts those peers. Pausing, losing its place, an error or a
 //! removal drop the `Net` (connections closed, `stopped` announced in the
@@ -397,12 +398,13 @@ impl Actor {
         self.publish_state();
     }
 
-    /// The queue kind (see [`Report::Kind`]).
+    /// The queue kind (see [`Report::Kind`]). While its data is checked,
+    /// a torrent keeps its place in the queue under the kind it last had
+    /// (complete once: a seed), so that after a restart the queue order
+    /// holds while torrents finish their checks in any order; it starts
+    /// only once checked.
     fn kind(&self) -> Option<QueueKind> {
         if self.record.paused || self.error.is_some() {
-            return None;
-        }
-        if self.check.is_some() && !self.check_keeps_net {
             return None;
         }
         if self.meta.is_none() {
@@ -418,11 +420,11 @@ impl Actor {
         if self.check_keeps_net {
             return Some(QueueKind::Download);
         }
-        let have = self.have.as_ref()?;
-        Some(if self.wanted_complete(have) {
-            QueueKind::Seed
-        } else {
-            QueueKind::Download
+        Some(match &self.have {
+            Some(have) if self.wanted_complete(have) => QueueKind::Seed,
+            Some(_) => QueueKind::Download,
+            None if self.record.completed_at.is_some() => QueueKind::Seed,
+            None => QueueKind::Download,
         })
     }
 
