@@ -212,6 +212,8 @@ pub(crate) struct Shared {
     pub download: Arc<Limiter>,
     /// One HTTP client (one connection pool) for every announce.
     pub http_tracker: Option<HttpTracker>,
+    /// One UDP socket per address family for every UDP announce.
+    pub udp_trackers: crate::tracker::UdpSockets,
     /// Full checks take turns.
     pub check_slots: Arc<Semaphore>,
     pub events: broadcast::Sender<Event>,
@@ -331,6 +333,7 @@ impl Session {
             upload: Arc::new(Limiter::new(None)),
             download: Arc::new(Limiter::new(None)),
             http_tracker: HttpTracker::new(&HttpConfig::default()).ok(),
+            udp_trackers: crate::tracker::UdpSockets::default(),
             check_slots: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
             events,
             settings: RwLock::new(Arc::new(current.clone())),

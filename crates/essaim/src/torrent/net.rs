@@ -242,6 +242,7 @@ impl Net {
         let options = AnnouncerOptions {
             status: Some(status_tx),
             shared_http: self.shared.http_tracker.clone(),
+            shared_udp: Some(self.shared.udp_trackers.clone()),
             ..AnnouncerOptions::default()
         };
         let cfg = AnnouncerConfig {

@@ -160,7 +160,8 @@ pub fn spawn_announcer_with(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let span = tracing::info_span!("tracker", infohash = %cfg.info_hash);
-    let (tiers, initial) = Tiers::new(&cfg.trackers, &options.udp);
+    let sockets = options.shared_udp.clone().unwrap_or_default();
+    let (tiers, initial) = Tiers::new(&cfg.trackers, &options.udp, &sockets);
     if let Some(tx) = &options.status {
         tx.send_replace(initial);
     }

@@ -22,8 +22,10 @@
 mod announcer;
 pub mod http;
 pub mod udp;
+pub mod udp_socket;
 
 pub use announcer::{spawn_announcer, spawn_announcer_with};
+pub use udp_socket::UdpSockets;
 
 use std::time::Duration;
 
@@ -86,6 +88,8 @@ pub struct AnnouncerOptions {
     /// connection pool for all its torrents); `None`: one of its own,
     /// built from `http`.
     pub shared_http: Option<HttpTracker>,
+    /// UDP sockets shared with other announcers; `None`: its own.
+    pub shared_udp: Option<UdpSockets>,
 }
 
 impl Default for AnnouncerOptions {
@@ -100,6 +104,7 @@ impl Default for AnnouncerOptions {
             stop_timeout: Duration::from_secs(5),
             status: None,
             shared_http: None,
+            shared_udp: None,
         }
     }
 }
@@ -240,7 +245,7 @@ struct Tiers {
 
 impl Tiers {
     /// Filters, deduplicates and shuffles the configured tiers.
-    fn new(lists: &[Vec<String>], udp: &UdpConfig) -> (Tiers, TrackerStatus) {
+    fn new(lists: &[Vec<String>], udp: &UdpConfig, sockets: &UdpSockets) -> (Tiers, TrackerStatus) {
         let mut status = TrackerStatus::default();
         let mut tiers = Vec::new();
         let mut rng = rand::thread_rng();
@@ -256,7 +261,7 @@ impl Tiers {
                 let client = if url.starts_with("http://") || url.starts_with("https://") {
                     Client::Http { tracker_id: None }
                 } else {
-                    match UdpTracker::new(url, udp.clone()) {
+                    match UdpTracker::with_sockets(url, udp.clone(), sockets.clone()) {
                         Ok(t) => Client::Udp(Box::new(t)),
                         Err(e) => {
                             debug!(%url, error = %e, "tracker skipped");
@@ -380,7 +385,7 @@ mod tests {
             ],
             vec!["https://d/announce".to_owned()],
         ];
-        let (tiers, status) = Tiers::new(&lists, &UdpConfig::default());
+        let (tiers, status) = Tiers::new(&lists, &UdpConfig::default(), &UdpSockets::default());
         let urls: Vec<(&str, usize)> = status
             .trackers
             .iter()
@@ -411,7 +416,10 @@ mod tests {
 
         let many = vec![(0..100).map(|i| format!("http://t{i}/announce")).collect()];
         assert_eq!(
-            Tiers::new(&many, &UdpConfig::default()).1.trackers.len(),
+            Tiers::new(&many, &UdpConfig::default(), &UdpSockets::default())
+                .1
+                .trackers
+                .len(),
             MAX_TRACKERS
         );
     }

@@ -1,8 +1,9 @@
 //! UDP tracker client (BEP 15).
 //!
 //! One [`UdpTracker`] per `udp://host:port` URL. It resolves the host on each
-//! request (`tokio::net::lookup_host`, IPv4 preferred), keeps one socket per
-//! address family, and caches the connection id for
+//! request (`tokio::net::lookup_host`, IPv4 preferred), sends through the
+//! sockets it is given ([`UdpSockets`]: a session's, shared by all its
+//! trackers), and caches the connection id for
 //! [`UdpConfig::connection_ttl`] (BEP 15: usable for one minute).
 //!
 //! Retransmission follows BEP 15: after sending, wait `base * 2^n` (15 s
@@ -13,8 +14,8 @@
 //! gives its tier's next tracker a turn.
 //!
 //! Only datagrams from the tracker's address carrying the transaction id of
-//! the request in flight are considered; anything else is dropped, so a
-//! spoofer must guess a random 32-bit id.
+//! the request in flight are considered (see [`super::udp_socket`]);
+//! anything else is dropped, so a spoofer must guess a random 32-bit id.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,10 +26,10 @@ use essaim_wire::tracker::udp::{
     encode_connect, encode_scrape, parse_response, parse_response_v6, UdpAnnounce, UdpResponse,
 };
 use essaim_wire::tracker::{sanitize_interval, Event};
-use tokio::net::UdpSocket;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 use tracing::debug;
 
+use super::udp_socket::UdpSockets;
 use super::{AnnounceError, AnnounceParams};
 
 /// Timing of the UDP client.
@@ -52,25 +53,30 @@ impl Default for UdpConfig {
     }
 }
 
-/// Largest datagram read; a longer one is truncated by the kernel and its
-/// partial last peer ignored by the parser.
-const RECV_BUF: usize = 16 * 1024;
-
 /// A client for one UDP tracker.
 #[derive(Debug)]
 pub struct UdpTracker {
     /// `host:port`, as given to the resolver.
     authority: String,
     config: UdpConfig,
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
+    sockets: UdpSockets,
     /// Connection id, the address it is valid for, and when it was received.
     connection: Option<(SocketAddr, u64, Instant)>,
 }
 
 impl UdpTracker {
-    /// A client for `url` (`udp://host:port`, an optional path ignored).
+    /// A client for `url` (`udp://host:port`, an optional path ignored),
+    /// with sockets of its own.
     pub fn new(url: &str, config: UdpConfig) -> Result<Self, AnnounceError> {
+        Self::with_sockets(url, config, UdpSockets::default())
+    }
+
+    /// [`UdpTracker::new`] sending through `sockets` (shared).
+    pub fn with_sockets(
+        url: &str,
+        config: UdpConfig,
+        sockets: UdpSockets,
+    ) -> Result<Self, AnnounceError> {
         let bad = || AnnounceError::UnsupportedUrl(url.to_owned());
         let rest = url.strip_prefix("udp://").ok_or_else(bad)?;
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -82,8 +88,7 @@ impl UdpTracker {
         Ok(UdpTracker {
             authority: authority.to_owned(),
             config,
-            v4: None,
-            v6: None,
+            sockets,
             connection: None,
         })
     }
@@ -161,8 +166,10 @@ impl UdpTracker {
                 Some((a, id, at)) if a == addr && at.elapsed() < self.config.connection_ttl => id,
                 _ => {
                     self.connection = None;
-                    let tid = rand::random();
-                    match self.exchange(addr, &encode_connect(tid), tid, wait).await? {
+                    match self
+                        .exchange(addr, |t| encode_connect(t).to_vec(), wait)
+                        .await?
+                    {
                         None => {
                             n += 1;
                             continue;
@@ -178,9 +185,8 @@ impl UdpTracker {
                     }
                 }
             };
-            let tid = rand::random();
             match self
-                .exchange(addr, &build(connection_id, tid), tid, wait)
+                .exchange(addr, |tid| build(connection_id, tid), wait)
                 .await?
             {
                 None => n += 1,
@@ -211,57 +217,32 @@ impl UdpTracker {
             })
     }
 
-    /// Sends `packet` to `addr` and waits up to `wait` for the reply with
-    /// `tid` from `addr`; `Ok(None)` on timeout.
+    /// Sends the packet `build` makes with a fresh transaction id to
+    /// `addr` and waits up to `wait` for the reply; `Ok(None)` on timeout
+    /// or an unreadable reply.
     async fn exchange(
-        &mut self,
+        &self,
         addr: SocketAddr,
-        packet: &[u8],
-        tid: u32,
+        build: impl FnOnce(u32) -> Vec<u8>,
         wait: Duration,
     ) -> Result<Option<UdpResponse>, AnnounceError> {
-        let slot = if addr.is_ipv4() {
-            &mut self.v4
+        let mut pending = self.sockets.start(addr).await?;
+        let tid = pending.tid;
+        pending.send(&build(tid)).await?;
+        let Some(datagram) = pending.reply(wait).await else {
+            return Ok(None);
+        };
+        let parsed = if addr.is_ipv4() {
+            parse_response(&datagram)
         } else {
-            &mut self.v6
+            parse_response_v6(&datagram)
         };
-        let socket = match slot {
-            Some(s) => s,
-            None => {
-                let local = if addr.is_ipv4() {
-                    "0.0.0.0:0"
-                } else {
-                    "[::]:0"
-                };
-                slot.insert(UdpSocket::bind(local).await?)
-            }
-        };
-        socket.send_to(packet, addr).await?;
-        let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; RECV_BUF];
-        loop {
-            let (len, from) = match timeout_at(deadline, socket.recv_from(&mut buf)).await {
-                Err(_elapsed) => return Ok(None),
-                Ok(received) => received?,
-            };
-            if from != addr {
-                debug!(%from, tracker = %addr, "UDP datagram from another address ignored");
-                continue;
-            }
-            let datagram = &buf[..len];
-            let parsed = if addr.is_ipv4() {
-                parse_response(datagram)
-            } else {
-                parse_response_v6(datagram)
-            };
-            match parsed {
-                Ok(reply) if reply.transaction_id() == tid => return Ok(Some(reply)),
-                Ok(reply) => debug!(
-                    tracker = %addr,
-                    got = reply.transaction_id(),
-                    "UDP reply with another transaction id ignored"
-                ),
-                Err(e) => debug!(tracker = %addr, error = %e, "bad UDP tracker packet ignored"),
+        match parsed {
+            Ok(reply) if reply.transaction_id() == tid => Ok(Some(reply)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                debug!(tracker = %addr, error = %e, "bad UDP tracker packet ignored");
+                Ok(None)
             }
         }
     }
@@ -274,6 +255,7 @@ mod tests {
     use crate::tracker::AnnounceStats;
     use essaim_core::PeerId;
     use essaim_wire::tracker::udp::{parse_request, UdpRequest};
+    use tokio::net::UdpSocket;
     use tokio::time::timeout;
 
     const BOUND: Duration = Duration::from_secs(10);
@@ -346,6 +328,61 @@ mod tests {
             panic!("expected an announce")
         };
         (a, from)
+    }
+
+    /// Two trackers of two torrents on one shared socket, announcing at
+    /// once: each gets its own reply, and the tracker sees one source port.
+    #[tokio::test]
+    async fn trackers_share_one_socket() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("udp://{}/announce", server.local_addr().unwrap());
+        let shared = UdpSockets::default();
+        let mut a = UdpTracker::with_sockets(&url, config(2000, 2), shared.clone()).unwrap();
+        let mut b = UdpTracker::with_sockets(&url, config(2000, 2), shared).unwrap();
+        let fake = async {
+            // Two connects, then two announces, answered in reverse order.
+            let mut conns = Vec::new();
+            for _ in 0..2 {
+                let (UdpRequest::Connect { transaction_id }, from) = recv(&server).await else {
+                    panic!("expected a connect")
+                };
+                conns.push((transaction_id, from));
+            }
+            assert_eq!(conns[0].1, conns[1].1, "one socket");
+            assert_ne!(conns[0].0, conns[1].0, "distinct transaction ids");
+            for (i, (tid, from)) in conns.iter().enumerate() {
+                let r = UdpResponse::Connect {
+                    transaction_id: *tid,
+                    connection_id: 100 + i as u64,
+                };
+                reply(&server, *from, r).await;
+            }
+            let mut anns = Vec::new();
+            for _ in 0..2 {
+                let (UdpRequest::Announce(x), from) = recv(&server).await else {
+                    panic!("expected an announce")
+                };
+                anns.push((x, from));
+            }
+            for (x, from) in anns.iter().rev() {
+                let peer = format!("10.0.0.{}:1", x.connection_id - 99);
+                reply(&server, *from, announce_reply(x.transaction_id, &peer)).await;
+            }
+        };
+        let clients = async {
+            let p = params(None);
+            let (ra, rb) = tokio::join!(a.announce(&p), b.announce(&p));
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            let mut got = vec![ra.peers[0], rb.peers[0]];
+            got.sort();
+            let want: Vec<SocketAddr> =
+                vec!["10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap()];
+            assert_eq!(got, want, "each got the reply to its own connection");
+            assert_ne!(ra.peers, rb.peers);
+        };
+        timeout(BOUND, async { tokio::join!(fake, clients) })
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
