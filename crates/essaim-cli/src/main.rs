@@ -95,6 +95,9 @@ enum Command {
     Tracker {
         #[arg(long, default_value = "0.0.0.0:6969")]
         listen: SocketAddr,
+        /// The announce interval told to clients (90s, 30m, ...).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        interval: Duration,
     },
     /// Run as a daemon: torrents kept across restarts, an HTTP API, a
     /// watch folder.
@@ -265,8 +268,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let root = seed_root(&data, &metainfo)?;
             transfer(Source::Torrent(bytes), root, &net, true, None, None).await
         }
-        Command::Tracker { listen } => {
-            let server = essaim::tracker_server::TrackerServer::bind(listen)
+        Command::Tracker { listen, interval } => {
+            let config = essaim::tracker_server::TrackerConfig {
+                interval: interval.max(Duration::from_secs(1)),
+                min_interval: interval
+                    .max(Duration::from_secs(1))
+                    .min(Duration::from_secs(10)),
+                ..Default::default()
+            };
+            let server = essaim::tracker_server::TrackerServer::bind_with(listen, config)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!("tracker listening on {}", server.local_addr());

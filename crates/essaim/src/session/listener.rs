@@ -86,7 +86,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             };
             let res = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, res).await;
             if let Ok(Some((tx, hs))) = res {
-                let _ = tx.try_send(TorrentCmd::Incoming(stream, addr, hs));
+                let _ = tx.try_send(TorrentCmd::Incoming(Box::new((stream, addr, hs))));
             }
         });
         half_open.push_back(task.abort_handle());

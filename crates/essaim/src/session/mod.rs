@@ -604,7 +604,7 @@ impl Session {
     ) -> Result<TorrentSummary, SessionError> {
         let tx = self.sender(id)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(TorrentCmd::SetOptions(patch, reply))
+        tx.send(TorrentCmd::SetOptions(Box::new(patch), reply))
             .await
             .map_err(|_| SessionError::NotFound(id.to_string()))?;
         rx.await

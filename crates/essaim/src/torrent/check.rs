@@ -22,8 +22,9 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::storage::{missing_data, Storage};
 use crate::types::TorrentError;
 
-/// What a check found.
-pub(super) type Checked = Result<(Arc<Storage>, Bitfield), TorrentError>;
+/// What a check found: the storage, the pieces on disk, and whether they
+/// are the resume data's as saved (nothing to save again).
+pub(super) type Checked = Result<(Arc<Storage>, Bitfield, bool), TorrentError>;
 
 /// A check in progress.
 pub(super) struct CheckJob {
@@ -93,7 +94,7 @@ async fn run(
         .await
         .map_err(|e| TorrentError::Other(e.to_string()))??;
     let storage = match quick {
-        (storage, Some(have)) => return Ok((storage, have)),
+        (storage, Some((have, as_saved))) => return Ok((storage, have, as_saved)),
         (storage, None) => storage,
     };
     // A full check: one torrent at a time.
@@ -116,16 +117,18 @@ async fn run(
     .await
     .map_err(|e| TorrentError::Other(e.to_string()))??;
     tracing::debug!(%info_hash, pieces = have.count(), "check done");
-    Ok((storage, have))
+    Ok((storage, have, false))
 }
 
-/// Opens the storage and reads resume data: the pieces it vouches for,
-/// or `None` when every piece must be hashed.
+/// Opens the storage and reads resume data: the pieces it vouches for
+/// (and whether none had to be hashed again), or `None` when every piece
+/// must be hashed.
+#[allow(clippy::type_complexity)]
 fn quick(
     meta: &Metainfo,
     place: &Place,
     full: bool,
-) -> Result<(Arc<Storage>, Option<Bitfield>), TorrentError> {
+) -> Result<(Arc<Storage>, Option<(Bitfield, bool)>), TorrentError> {
     let info_hash: InfoHash = meta.info_hash;
     if !full {
         let resume_dir = place
@@ -147,7 +150,8 @@ fn quick(
     let Some((mut have, verify)) = storage.load_resume(&info_hash) else {
         return Ok((storage, None));
     };
-    if !verify.none_set() {
+    let as_saved = verify.none_set();
+    if !as_saved {
         // Written but maybe not flushed when saved: hash again.
         let good = storage.verify_pieces(&verify)?;
         storage.mark_unsynced(&good);
@@ -155,5 +159,5 @@ fn quick(
             have.set(p);
         }
     }
-    Ok((storage, Some(have)))
+    Ok((storage, Some((have, as_saved))))
 }

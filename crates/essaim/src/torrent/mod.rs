@@ -83,7 +83,9 @@ const TICK: Duration = Duration::from_millis(500);
 pub(crate) enum TorrentCmd {
     /// An incoming connection whose handshake names this torrent; ours was
     /// already sent back.
-    Incoming(TcpStream, SocketAddr, Handshake),
+    /// (Boxed, as the other large variant: every command slot of every
+    /// torrent's channel is as large as the largest variant.)
+    Incoming(Box<(TcpStream, SocketAddr, Handshake)>),
     AddPeers(Vec<SocketAddr>, PeerSource),
     Pause,
     Resume,
@@ -93,7 +95,7 @@ pub(crate) enum TorrentCmd {
     SetPosition(u64),
     Recheck,
     Reannounce,
-    SetOptions(OptionsPatch, oneshot::Sender<Result<(), TorrentError>>),
+    SetOptions(Box<OptionsPatch>, oneshot::Sender<Result<(), TorrentError>>),
     Query(Query),
     /// Removes the torrent (and its data with `true`), then ends.
     Remove(bool, oneshot::Sender<Result<(), TorrentError>>),
@@ -152,7 +154,7 @@ pub(crate) fn spawn(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
-    let actor = Actor::new(s);
+    let actor = Box::new(Actor::new(s));
     let status = actor.status.subscribe();
     let span = tracing::info_span!("torrent", infohash = %actor.info_hash);
     let task = tokio::spawn(tracing::Instrument::instrument(actor.run(rx), span));
@@ -259,29 +261,32 @@ impl Actor {
         actor
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<TorrentCmd>) {
-        self.reconcile().await;
+    /// The actor's loop. The actor lives in a box of its own, so the task
+    /// holds a pointer and this loop's small state, not a copy of it.
+    async fn run(mut self: Box<Self>, mut cmds: mpsc::Receiver<TorrentCmd>) {
+        Box::pin(self.reconcile()).await;
         self.publish();
         loop {
             self.arm_timer();
             tokio::select! {
                 cmd = cmds.recv() => {
-                    let flow = match cmd {
-                        Some(c) => self.on_command(c).await,
-                        None => self.on_command(TorrentCmd::Shutdown).await,
-                    };
+                    // The handlers are boxed: the task of a torrent that
+                    // waits (most of them, most of the time) keeps only
+                    // this loop's state, not the largest handler's.
+                    let cmd = cmd.unwrap_or(TorrentCmd::Shutdown);
+                    let flow = Box::pin(self.on_command(cmd)).await;
                     if let Flow::Exit = flow {
                         return;
                     }
                 }
-                ev = next_net(&mut self.net) => self.on_net(ev).await,
-                res = check_done(&mut self.check) => self.on_checked(res).await,
+                ev = next_net(&mut self.net) => Box::pin(self.on_net(ev)).await,
+                res = check_done(&mut self.check) => Box::pin(self.on_checked(res)).await,
                 _ = &mut self.wake, if self.wake_at.is_some() => {
                     self.wake_at = None;
-                    self.on_tick().await;
+                    Box::pin(self.on_tick()).await;
                 }
             }
-            self.after_turn().await;
+            Box::pin(self.after_turn()).await;
         }
     }
 
@@ -289,7 +294,8 @@ impl Actor {
 
     async fn on_command(&mut self, cmd: TorrentCmd) -> Flow {
         match cmd {
-            TorrentCmd::Incoming(stream, addr, hs) => {
+            TorrentCmd::Incoming(incoming) => {
+                let (stream, addr, hs) = *incoming;
                 let max = self.max_peers();
                 if let Some(net) = &mut self.net {
                     net.on_connected(stream, addr, hs, true, max);
@@ -336,24 +342,25 @@ impl Actor {
                     self.save_record().await;
                 }
             }
-            TorrentCmd::Recheck => self.recheck().await,
+            TorrentCmd::Recheck => Box::pin(self.recheck()).await,
             TorrentCmd::Reannounce => {
-                if let Some(a) = self.net.as_ref().and_then(|n| n.announcer.as_ref()) {
-                    a.want_more.notify_one();
+                if let Some(net) = &mut self.net {
+                    net.want_more();
+                    net.announce_due(Instant::now());
                 }
             }
             TorrentCmd::SetOptions(patch, reply) => {
-                let res = self.set_options(patch).await;
+                let res = Box::pin(self.set_options(*patch)).await;
                 let _ = reply.send(res);
             }
             TorrentCmd::Query(q) => self.answer(q),
             TorrentCmd::Remove(delete_data, reply) => {
-                let res = self.remove(delete_data).await;
+                let res = Box::pin(self.remove(delete_data)).await;
                 let _ = reply.send(res);
                 return Flow::Exit;
             }
             TorrentCmd::Shutdown => {
-                self.shutdown().await;
+                Box::pin(self.shutdown()).await;
                 return Flow::Exit;
             }
             TorrentCmd::SettingsChanged => {}
@@ -362,7 +369,7 @@ impl Actor {
                 return Flow::Continue;
             }
         }
-        self.reconcile().await;
+        Box::pin(self.reconcile()).await;
         self.publish();
         Flow::Continue
     }
@@ -391,9 +398,9 @@ impl Actor {
         }
         let run = kind.is_some() && (self.admitted || self.record.forced);
         if run && self.net.is_none() {
-            self.start_net().await;
+            Box::pin(self.start_net()).await;
         } else if !run && self.net.is_some() {
-            self.stop_net(false).await;
+            Box::pin(self.stop_net(false)).await;
         }
         self.publish_state();
     }
@@ -491,9 +498,13 @@ impl Actor {
         let keeps_net = std::mem::take(&mut self.check_keeps_net);
         self.check = None;
         match res {
-            Ok((storage, have)) => {
+            Ok((storage, have, from_resume)) => {
                 self.storage = Some(storage);
-                self.resume_dirty = true; // what the check found, saved soon
+                // What a full check found is saved soon; resume data taken
+                // as it was needs no rewrite.
+                if !from_resume {
+                    self.resume_dirty = true;
+                }
                 if keeps_net && self.net.is_some() {
                     self.adopt(have);
                 } else {
@@ -581,6 +592,7 @@ impl Actor {
         net.add_peers(peers, PeerSource::Manual);
         let trackers = self.trackers();
         net.start_discovery(&trackers, self.announce_stats_with(None));
+        net.announce_due(Instant::now());
         net.start_dht().await;
         net.dial_more(self.max_peers());
         self.net = Some(net);
@@ -629,10 +641,12 @@ impl Actor {
     fn account(&mut self, now: Instant, net: &mut Net) {
         if let Some(since) = self.running_since {
             let secs = now.saturating_duration_since(since).as_secs();
+            // Time alone does not make the record worth a write: it goes
+            // to disk with the next one (bytes moved, a state change, the
+            // stop).
             if secs > 0 {
                 self.record.active_secs += secs;
                 self.running_since = Some(since + Duration::from_secs(secs));
-                self.record_dirty = true;
             }
         }
         if let Some(since) = self.seeding_since {
@@ -714,12 +728,19 @@ impl Actor {
                     net.on_dial(res, max);
                 }
             }
-            NetEvent::TrackerPeers(addrs) => {
-                net.add_peers(addrs, PeerSource::Tracker);
-                let max = self.max_peers();
-                if let Some(net) = &mut self.net {
-                    net.dial_more(max);
+            NetEvent::Announced(f) => {
+                let got = net
+                    .announcer
+                    .as_mut()
+                    .and_then(|a| a.announces.handle_finished(f, tokio::time::Instant::now()));
+                if let Some(addrs) = got {
+                    net.add_peers(addrs, PeerSource::Tracker);
+                    let max = self.max_peers();
+                    if let Some(net) = &mut self.net {
+                        net.dial_more(max);
+                    }
                 }
+                self.tracker_events();
             }
             NetEvent::DhtPeers(addrs) => {
                 net.add_peers(addrs, PeerSource::Dht);
@@ -728,7 +749,6 @@ impl Actor {
                     net.dial_more(max);
                 }
             }
-            NetEvent::TrackerStatus => self.tracker_events(),
         }
     }
 
@@ -737,7 +757,7 @@ impl Actor {
         let Some(a) = self.net.as_mut().and_then(|n| n.announcer.as_mut()) else {
             return;
         };
-        let st = a.status.borrow_and_update().clone();
+        let st = a.announces.status();
         a.seen.resize(st.trackers.len(), (0, 0));
         for (t, seen) in st.trackers.iter().zip(a.seen.iter_mut()) {
             if (t.successes, t.failures) == *seen {
@@ -769,19 +789,19 @@ impl Actor {
         for o in outs {
             match o {
                 Output::PieceVerified(_) => self.resume_dirty = true,
-                Output::Completed => self.on_completed().await,
-                Output::MetadataReceived(info) => self.on_metadata(info).await,
+                Output::Completed => Box::pin(self.on_completed()).await,
+                Output::MetadataReceived(info) => Box::pin(self.on_metadata(info)).await,
                 _ => {}
             }
         }
         let disk_error = self.net.as_mut().and_then(|n| n.disk_error.take());
         if let Some(e) = disk_error {
-            self.fail(e.into()).await;
-            self.reconcile().await;
+            Box::pin(self.fail(e.into())).await;
+            Box::pin(self.reconcile()).await;
         }
         let kind = self.kind();
         if self.reported != Some(kind) {
-            self.reconcile().await;
+            Box::pin(self.reconcile()).await;
         }
         self.publish_state();
     }
@@ -799,7 +819,7 @@ impl Actor {
         self.save_record().await;
         let _ = self.shared.events.send(Event::Completed { id: self.id });
         let stats = self.announce_stats();
-        if let Some(net) = &self.net {
+        if let Some(net) = &mut self.net {
             net.update_announce(stats);
         }
     }
@@ -872,21 +892,21 @@ impl Actor {
             net.dial_more(max);
             let complete = net.swarm_ref().is_some_and(|s| s.is_complete());
             net.maybe_search_dht(now, complete).await;
-            // A leecher short of peers, or a seed with nobody to serve,
-            // asks the trackers again (never more often than their min
-            // interval).
+            // A leecher short of peers asks the trackers again (never
+            // more often than their min interval). A seed waits for its
+            // regular announce: thousands of idle seeds must not hammer a
+            // tracker (leechers find seeds, not the other way round).
             let few = net.peer_count() < max / 2;
-            if few && (!complete || net.peer_count() == 0) {
-                if let Some(a) = &net.announcer {
-                    a.want_more.notify_one();
-                }
+            if few && !complete {
+                net.want_more();
             }
+            net.announce_due(now);
         }
         if let Some(mut net) = self.net.take() {
             self.account(now, &mut net);
             self.net = Some(net);
             let stats = self.announce_stats();
-            if let Some(net) = &self.net {
+            if let Some(net) = &mut self.net {
                 net.update_announce(stats);
             }
             self.check_seed_limits();
@@ -964,6 +984,9 @@ impl Actor {
             soon(now + TICK); // progress
         }
         if let Some(net) = &self.net {
+            if let Some(t) = net.announce_at() {
+                soon(t.max(now));
+            }
             if net.busy() {
                 soon(now + TICK);
             } else {

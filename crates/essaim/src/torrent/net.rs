@@ -23,14 +23,14 @@ use essaim_proto::swarm::{DisconnectReason, Output, PeerKey, Swarm};
 use essaim_wire::peer::Handshake;
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::peer::{self, PeerEvent, WriterCmd, WriterTx};
 use crate::peer_list::{PeerList, PeerSource};
 use crate::rate_limit::Limits;
 use crate::session::{ConnSlot, Shared};
 use crate::storage::Storage;
-use crate::tracker::{spawn_announcer_with, AnnounceStats, AnnouncerConfig, AnnouncerOptions};
+use crate::tracker::{AnnounceStats, AnnouncerConfig, AnnouncerOptions, Announces, Finished};
 
 /// Dials in progress at once per torrent.
 const MAX_DIALING: usize = 8;
@@ -93,16 +93,10 @@ pub(super) enum DialResult {
     Failed(SocketAddr, String),
 }
 
-/// The announcer of a running torrent, and what it reports.
+/// The announces of a running torrent, and what was last reported of
+/// them as events.
 pub(super) struct Announcer {
-    task: tokio::task::JoinHandle<()>,
-    stop: watch::Sender<bool>,
-    stats: watch::Sender<AnnounceStats>,
-    pub want_more: Arc<Notify>,
-    peers: mpsc::Receiver<Vec<SocketAddr>>,
-    pub status: watch::Receiver<crate::tracker::TrackerStatus>,
-    /// The announcer still publishes its status.
-    status_open: bool,
+    pub announces: Announces,
     /// Per tracker, the (successes, failures) last reported as events.
     pub seen: Vec<(u64, u64)>,
 }
@@ -112,8 +106,8 @@ pub(super) enum NetEvent {
     Peer(PeerEvent),
     Dial(DialResult),
     Disk(DiskResult),
-    TrackerPeers(Vec<SocketAddr>),
-    TrackerStatus,
+    /// An announce ended.
+    Announced(Finished),
     DhtPeers(Vec<SocketAddr>),
 }
 
@@ -131,12 +125,9 @@ pub(super) struct Net {
     next_key: PeerKey,
     pub peer_list: PeerList,
     dialing: usize,
-    events_tx: mpsc::Sender<PeerEvent>,
-    events_rx: mpsc::Receiver<PeerEvent>,
-    disk_tx: mpsc::UnboundedSender<DiskResult>,
-    disk_rx: mpsc::UnboundedReceiver<DiskResult>,
-    dial_tx: mpsc::Sender<DialResult>,
-    dial_rx: mpsc::Receiver<DialResult>,
+    events: LazyChan<PeerEvent>,
+    disk: LazyChan<DiskResult>,
+    dials: LazyChan<DialResult>,
     pub announcer: Option<Announcer>,
     dht_peers: Option<mpsc::Receiver<Vec<SocketAddr>>>,
     dht_next_search: Instant,
@@ -159,9 +150,6 @@ impl Net {
         limits: (Limits, Limits),
         private: bool,
     ) -> Net {
-        let (events_tx, events_rx) = mpsc::channel(PEER_EVENT_QUEUE);
-        let (disk_tx, disk_rx) = mpsc::unbounded_channel();
-        let (dial_tx, dial_rx) = mpsc::channel(64);
         let slot = Arc::new(OnceLock::new());
         if let Some(s) = storage {
             let _ = slot.set(s);
@@ -178,12 +166,11 @@ impl Net {
             next_key: 1,
             peer_list: PeerList::default(),
             dialing: 0,
-            events_tx,
-            events_rx,
-            disk_tx,
-            disk_rx,
-            dial_tx,
-            dial_rx,
+            events: LazyChan::new(PEER_EVENT_QUEUE),
+            // Pieces waiting for their check are bounded by the swarm's
+            // check budget, far below this.
+            disk: LazyChan::new(256),
+            dials: LazyChan::new(64),
             announcer: None,
             dht_peers: None,
             dht_next_search: Instant::now() + DHT_RESEARCH_FIRST,
@@ -197,25 +184,17 @@ impl Net {
     /// The next thing that happened (pending forever if nothing can).
     pub async fn next(&mut self) -> NetEvent {
         loop {
-            let announcer = self.announcer.as_mut();
-            let (tracker_peers, tracker_status) = match announcer {
-                Some(a) => (Some(&mut a.peers), a.status_open.then_some(&mut a.status)),
-                None => (None, None),
+            let announced = async {
+                match self.announcer.as_mut() {
+                    Some(a) => a.announces.finished().await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
-                Some(ev) = self.events_rx.recv() => return NetEvent::Peer(ev),
-                Some(d) = self.disk_rx.recv() => return NetEvent::Disk(d),
-                Some(r) = self.dial_rx.recv() => return NetEvent::Dial(r),
-                Some(p) = recv_opt(tracker_peers) => return NetEvent::TrackerPeers(p),
-                changed = changed_opt(tracker_status) => {
-                    if changed {
-                        return NetEvent::TrackerStatus;
-                    }
-                    // The announcer is gone: nothing more from it.
-                    if let Some(a) = self.announcer.as_mut() {
-                        a.status_open = false;
-                    }
-                }
+                Some(ev) = self.events.recv() => return NetEvent::Peer(ev),
+                Some(d) = self.disk.recv() => return NetEvent::Disk(d),
+                Some(r) = self.dials.recv() => return NetEvent::Dial(r),
+                f = announced => return NetEvent::Announced(f),
                 found = recv_opt(self.dht_peers.as_mut()) => match found {
                     Some(addrs) => return NetEvent::DhtPeers(addrs),
                     None => {
@@ -229,18 +208,12 @@ impl Net {
 
     /// A peer event already queued, if any (to take several per turn).
     pub fn try_peer_event(&mut self) -> Option<PeerEvent> {
-        self.events_rx.try_recv().ok()
+        self.events.try_recv()
     }
 
-    /// Starts the announcer (and the DHT search) for `trackers`.
+    /// Sets up the announces to `trackers` (the first is due at once).
     pub fn start_discovery(&mut self, trackers: &[Vec<String>], stats: AnnounceStats) {
-        let (stats_tx, stats_rx) = watch::channel(stats);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (peers_tx, peers_rx) = mpsc::channel(16);
-        let (status_tx, status_rx) = watch::channel(crate::tracker::TrackerStatus::default());
-        let want_more = Arc::new(Notify::new());
         let options = AnnouncerOptions {
-            status: Some(status_tx),
             shared_http: self.shared.http_tracker.clone(),
             shared_udp: Some(self.shared.udp_trackers.clone()),
             ..AnnouncerOptions::default()
@@ -252,18 +225,32 @@ impl Net {
             trackers: trackers.to_vec(),
             numwant: 50,
         };
-        let task =
-            spawn_announcer_with(cfg, options, stats_rx, peers_tx, want_more.clone(), stop_rx);
         self.announcer = Some(Announcer {
-            task,
-            stop: stop_tx,
-            stats: stats_tx,
-            want_more,
-            peers: peers_rx,
-            status: status_rx,
-            status_open: true,
+            announces: Announces::new(cfg, options, stats),
             seen: Vec::new(),
         });
+    }
+
+    /// Starts the announce that is due, if any.
+    pub fn announce_due(&mut self, now: Instant) {
+        if let Some(a) = &mut self.announcer {
+            a.announces.start_due(tokio::time::Instant::from_std(now));
+        }
+    }
+
+    /// When the next announce is due.
+    pub fn announce_at(&self) -> Option<Instant> {
+        self.announcer
+            .as_ref()
+            .and_then(|a| a.announces.next_due())
+            .map(|t| t.into_std())
+    }
+
+    /// Asks the trackers for peers early.
+    pub fn want_more(&mut self) {
+        if let Some(a) = &mut self.announcer {
+            a.announces.want_more();
+        }
     }
 
     /// Starts the DHT search for peers (announcing us, BEP 5).
@@ -278,24 +265,18 @@ impl Net {
         self.shared.dht.clone().filter(|_| !self.private)
     }
 
-    /// Tells the announcer our totals.
-    pub fn update_announce(&self, stats: AnnounceStats) {
-        if let Some(a) = &self.announcer {
-            a.stats.send_if_modified(|s| {
-                let changed = *s != stats;
-                *s = stats;
-                changed
-            });
+    /// Tells the announces our totals.
+    pub fn update_announce(&mut self, stats: AnnounceStats) {
+        if let Some(a) = &mut self.announcer {
+            a.announces.set_stats(stats);
         }
     }
 
-    /// Closes every connection and tells the announcer to stop; returns
-    /// its task, which sends `stopped` (bounded by its timeout) and ends.
-    pub fn stop(mut self) -> Option<tokio::task::JoinHandle<()>> {
+    /// Closes every connection and stops the announces; returns the task
+    /// that sends `stopped` (bounded by its timeout), if one is due.
+    pub fn stop(mut self) -> Option<tokio::task::JoinHandle<crate::tracker::TrackerStatus>> {
         self.conns.clear();
-        let a = self.announcer.take()?;
-        let _ = a.stop.send(true);
-        Some(a.task)
+        self.announcer.take()?.announces.stop()
     }
 
     /// The swarm, when past the magnet phase.
@@ -365,7 +346,7 @@ impl Net {
                 break;
             };
             self.dialing += 1;
-            let tx = self.dial_tx.clone();
+            let tx = self.dials.sender();
             let ours = self.handshake();
             tokio::spawn(async move {
                 let _permit: OwnedSemaphorePermit = permit;
@@ -453,7 +434,7 @@ impl Net {
             read,
             max_message,
             self.shared.idle_timeout,
-            self.events_tx.clone(),
+            self.events.sender(),
             self.limits.1.clone(),
         ));
         let writer_task = tokio::spawn(peer::run_writer(
@@ -461,7 +442,7 @@ impl Net {
             write,
             wrx,
             self.storage.clone(),
-            self.events_tx.clone(),
+            self.events.sender(),
             self.limits.0.clone(),
         ));
         self.conns.insert(
@@ -650,7 +631,7 @@ impl Net {
             return;
         };
         let expected = meta.info.pieces.get(piece as usize).copied();
-        let tx = self.disk_tx.clone();
+        let tx = self.disk.sender();
         self.disk_pending += 1;
         tokio::task::spawn_blocking(move || {
             let ok = expected.is_some_and(|h| Sha1::digest(&data)[..] == h[..]);
@@ -659,7 +640,7 @@ impl Net {
             } else {
                 Ok(false)
             };
-            let _ = tx.send((piece, res, data));
+            let _ = tx.blocking_send((piece, res, data));
         });
     }
 
@@ -681,19 +662,43 @@ impl Net {
     }
 }
 
+/// A channel made on first use: an idle torrent (a seed nobody asks for)
+/// keeps none (each costs a block of slots).
+struct LazyChan<T> {
+    cap: usize,
+    pair: Option<(mpsc::Sender<T>, mpsc::Receiver<T>)>,
+}
+
+impl<T> LazyChan<T> {
+    fn new(cap: usize) -> Self {
+        LazyChan { cap, pair: None }
+    }
+
+    fn sender(&mut self) -> mpsc::Sender<T> {
+        let cap = self.cap;
+        self.pair
+            .get_or_insert_with(|| mpsc::channel(cap))
+            .0
+            .clone()
+    }
+
+    /// The next message; pending forever before the channel exists.
+    async fn recv(&mut self) -> Option<T> {
+        match &mut self.pair {
+            Some((_, rx)) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<T> {
+        self.pair.as_mut()?.1.try_recv().ok()
+    }
+}
+
 /// Receives from an optional channel; pending forever without one.
 async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for a change of an optional watch: `true` on a change, `false`
-/// once its sender is gone; pending forever without one.
-async fn changed_opt<T>(rx: Option<&mut watch::Receiver<T>>) -> bool {
-    match rx {
-        Some(rx) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
     }
 }

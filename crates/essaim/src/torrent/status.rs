@@ -273,7 +273,7 @@ impl Actor {
     pub(super) fn tracker_list(&self) -> Vec<TrackerStatus> {
         let now = tokio::time::Instant::now();
         if let Some(a) = self.net.as_ref().and_then(|n| n.announcer.as_ref()) {
-            let st = a.status.borrow();
+            let st = a.announces.status();
             return st
                 .trackers
                 .iter()

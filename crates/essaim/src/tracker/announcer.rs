@@ -1,19 +1,28 @@
-//! The announcer task: [`Schedule`] decides when to announce and with which
-//! event (pure, time passed in); [`Announcer`] is its driver, announcing
-//! through the BEP 12 [`Tiers`] and forwarding peers to the engine.
+//! A torrent's announces: [`Schedule`] decides when to announce and with
+//! which event (pure, time passed in); [`Announces`] carries them out
+//! through the BEP 12 [`Tiers`], one at a time, each in a task of its own
+//! that lives only while the announce does. A torrent's actor drives
+//! `Announces` itself (its timer includes [`Announces::next_due`]), so a
+//! torrent waiting for its next announce keeps no task and no channel:
+//! 10,000 idle seeds cost 10,000 small structs, not 10,000 tasks.
+//! [`spawn_announcer`] wraps it in a task for code that wants one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use essaim_wire::tracker::http::AnnounceResponse;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{debug, Instrument};
 
 use super::http::HttpTracker;
-use super::{AnnounceParams, AnnounceStats, AnnouncerConfig, AnnouncerOptions, Event, Tiers};
+use super::udp_socket::UdpSockets;
+use super::{
+    AnnounceError, AnnounceParams, AnnounceStats, AnnouncerConfig, AnnouncerOptions, Event, Tiers,
+    TrackerStatus,
+};
 
 /// When to announce next, and with which event: a pure state machine.
 #[derive(Debug, Clone)]
@@ -126,6 +135,193 @@ impl Schedule {
     }
 }
 
+/// An announce in flight: the tiers and status travel with it and come
+/// back with its result.
+type Outcome = (
+    Tiers,
+    TrackerStatus,
+    Option<Event>,
+    Result<AnnounceResponse, AnnounceError>,
+);
+
+/// What an announce in flight brought back (see [`Announces::finished`]).
+pub(crate) struct Finished(Result<Outcome, oneshot::error::RecvError>);
+
+/// A torrent's announces, driven from outside (see the module doc).
+pub(crate) struct Announces {
+    cfg: AnnouncerConfig,
+    schedule: Schedule,
+    key: u32,
+    /// `None` while an announce has them.
+    tiers: Option<Tiers>,
+    status: TrackerStatus,
+    http: Option<HttpTracker>,
+    sockets: UdpSockets,
+    udp: super::udp::UdpConfig,
+    stop_timeout: Duration,
+    stats: AnnounceStats,
+    inflight: Option<(oneshot::Receiver<Outcome>, JoinHandle<()>)>,
+}
+
+impl Announces {
+    pub fn new(cfg: AnnouncerConfig, options: AnnouncerOptions, stats: AnnounceStats) -> Announces {
+        let sockets = options.shared_udp.clone().unwrap_or_default();
+        let (tiers, status) = Tiers::new(&cfg.trackers, &options.udp, &sockets);
+        let http = match options.shared_http.clone() {
+            Some(h) => Some(h),
+            None if tiers.is_empty() => None,
+            None => HttpTracker::new(&options.http)
+                .map_err(|e| debug!(error = %e, "no HTTP client"))
+                .ok(),
+        };
+        Announces {
+            schedule: Schedule::new(Instant::now(), stats.left, &options),
+            key: rand::random(),
+            cfg,
+            tiers: (!tiers.is_empty()).then_some(tiers),
+            status,
+            http,
+            sockets,
+            udp: options.udp,
+            stop_timeout: options.stop_timeout,
+            stats,
+            inflight: None,
+        }
+    }
+
+    /// The trackers and what they last said.
+    pub fn status(&self) -> &TrackerStatus {
+        &self.status
+    }
+
+    /// Our totals changed (`left` reaching 0 makes a `completed` due).
+    pub fn set_stats(&mut self, stats: AnnounceStats) {
+        if stats != self.stats {
+            self.stats = stats;
+            self.schedule.handle_left(stats.left);
+        }
+    }
+
+    /// Asks for peers early (never sooner than the tracker's min interval).
+    pub fn want_more(&mut self) {
+        self.schedule.handle_want_more();
+    }
+
+    /// When the next announce is due; `None` while one is in flight or
+    /// when there is no usable tracker.
+    pub fn next_due(&self) -> Option<Instant> {
+        if self.inflight.is_some() || self.tiers.is_none() {
+            return None;
+        }
+        Some(self.schedule.next().0)
+    }
+
+    fn params(&self, event: Option<Event>) -> AnnounceParams {
+        AnnounceParams {
+            info_hash: self.cfg.info_hash,
+            peer_id: self.cfg.peer_id,
+            port: self.cfg.port,
+            stats: self.stats,
+            event,
+            numwant: self.cfg.numwant,
+            key: self.key,
+        }
+    }
+
+    /// Starts the announce that is due, if one is.
+    pub fn start_due(&mut self, now: Instant) {
+        let Some(at) = self.next_due() else { return };
+        if at > now {
+            return;
+        }
+        let Some(mut tiers) = self.tiers.take() else {
+            return;
+        };
+        let event = self.schedule.next().1;
+        let params = self.params(event);
+        let mut status = std::mem::take(&mut self.status);
+        let http = self.http.clone();
+        let (tx, rx) = oneshot::channel();
+        let span = tracing::info_span!("tracker", infohash = %self.cfg.info_hash);
+        let task = tokio::spawn(
+            async move {
+                let r = tiers.announce(http.as_ref(), &params, &mut status).await;
+                let _ = tx.send((tiers, status, event, r));
+            }
+            .instrument(span),
+        );
+        self.inflight = Some((rx, task));
+    }
+
+    /// The announce in flight, once it ends; pending forever without one.
+    pub async fn finished(&mut self) -> Finished {
+        match &mut self.inflight {
+            Some((rx, _)) => Finished(rx.await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes back what an announce brought; the peers it got, if any.
+    pub fn handle_finished(&mut self, f: Finished, now: Instant) -> Option<Vec<SocketAddr>> {
+        self.inflight = None;
+        let Ok((tiers, status, event, result)) = f.0 else {
+            // The task died: start over with fresh tiers, after a back-off.
+            let (tiers, status) = Tiers::new(&self.cfg.trackers, &self.udp, &self.sockets);
+            self.tiers = Some(tiers);
+            self.status = status;
+            self.schedule.handle_failure(now);
+            return None;
+        };
+        self.tiers = Some(tiers);
+        self.status = status;
+        match result {
+            Ok(reply) => {
+                self.schedule.handle_success(now, event, &reply);
+                (!reply.peers.is_empty()).then_some(reply.peers)
+            }
+            Err(e) => {
+                debug!(error = %e, ?event, "every tracker failed");
+                self.schedule.handle_failure(now);
+                None
+            }
+        }
+    }
+
+    /// Stops: an announce in flight is dropped; `stopped` is sent (if an
+    /// announce ever succeeded) by the task returned, bounded by the stop
+    /// timeout. The task hands back the status.
+    pub fn stop(mut self) -> Option<JoinHandle<TrackerStatus>> {
+        if let Some((_, task)) = self.inflight.take() {
+            task.abort();
+        }
+        if !self.schedule.ever_succeeded {
+            return None;
+        }
+        let params = self.params(Some(Event::Stopped));
+        let mut status = std::mem::take(&mut self.status);
+        let (mut tiers, _) = match self.tiers.take() {
+            Some(t) => (t, TrackerStatus::default()),
+            // Aborted mid-announce: the tiers went with it.
+            None => Tiers::new(&self.cfg.trackers, &self.udp, &self.sockets),
+        };
+        let http = self.http.clone();
+        let limit = self.stop_timeout;
+        let span = tracing::info_span!("tracker", infohash = %self.cfg.info_hash);
+        Some(tokio::spawn(
+            async move {
+                let stop = tiers.announce(http.as_ref(), &params, &mut status);
+                match timeout(limit, stop).await {
+                    Ok(Ok(_)) => debug!("stopped announced"),
+                    Ok(Err(e)) => debug!(error = %e, "stopped announce failed"),
+                    Err(_) => debug!("stopped announce timed out"),
+                }
+                status
+            }
+            .instrument(span),
+        ))
+    }
+}
+
 /// Spawns the announcer with the default [`AnnouncerOptions`]: announces
 /// `started` at once, then re-announces every `interval`, `completed` once
 /// when `stats.left` becomes 0 after having been above 0, and `stopped`
@@ -150,139 +346,73 @@ pub fn spawn_announcer(
     )
 }
 
-/// [`spawn_announcer`] with explicit options.
+/// [`spawn_announcer`] with explicit options (per-tracker status published
+/// on `options.status` after each announce).
 pub fn spawn_announcer_with(
     cfg: AnnouncerConfig,
-    options: AnnouncerOptions,
-    stats: watch::Receiver<AnnounceStats>,
+    mut options: AnnouncerOptions,
+    mut stats: watch::Receiver<AnnounceStats>,
     peers: mpsc::Sender<Vec<SocketAddr>>,
     want_more: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let span = tracing::info_span!("tracker", infohash = %cfg.info_hash);
-    let sockets = options.shared_udp.clone().unwrap_or_default();
-    let (tiers, initial) = Tiers::new(&cfg.trackers, &options.udp, &sockets);
-    if let Some(tx) = &options.status {
-        tx.send_replace(initial);
+    let publish = options.status.take();
+    let initial = *stats.borrow();
+    let mut a = Announces::new(cfg, options, initial);
+    if let Some(tx) = &publish {
+        tx.send_replace(a.status().clone());
     }
-    let http = match options.shared_http.clone() {
-        Some(h) => Some(h),
-        None => HttpTracker::new(&options.http)
-            .map_err(|e| debug!(error = %e, "no HTTP client"))
-            .ok(),
-    };
-    let left = stats.borrow().left;
-    let announcer = Announcer {
-        schedule: Schedule::new(Instant::now(), left, &options),
-        key: rand::random(),
-        cfg,
-        options,
-        tiers,
-        http,
-        stats,
-        stats_open: true,
-        peers,
-        want_more,
-        shutdown,
-    };
-    tokio::spawn(announcer.run().instrument(span))
+    tokio::spawn(async move {
+        let mut stats_open = true;
+        loop {
+            let due = a.next_due();
+            tokio::select! {
+                biased;
+                _ = shutdown_signal(&mut shutdown) => break,
+                changed = stats.changed(), if stats_open => match changed {
+                    Ok(()) => {
+                        let s = *stats.borrow_and_update();
+                        a.set_stats(s);
+                    }
+                    Err(_) => stats_open = false,
+                },
+                _ = want_more.notified() => a.want_more(),
+                f = a.finished() => {
+                    let got = a.handle_finished(f, Instant::now());
+                    if let Some(tx) = &publish {
+                        tx.send_replace(a.status().clone());
+                    }
+                    if let Some(p) = got {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown_signal(&mut shutdown) => break,
+                            _ = peers.send(p) => {}
+                        }
+                    }
+                }
+                _ = sleep_until(due.unwrap_or_else(far_future)), if due.is_some() => {
+                    a.start_due(Instant::now());
+                }
+            }
+        }
+        if let Some(stop) = a.stop() {
+            if let Ok(status) = stop.await {
+                if let Some(tx) = &publish {
+                    tx.send_replace(status);
+                }
+            }
+        }
+    })
 }
 
-struct Announcer {
-    cfg: AnnouncerConfig,
-    options: AnnouncerOptions,
-    schedule: Schedule,
-    key: u32,
-    tiers: Tiers,
-    http: Option<HttpTracker>,
-    stats: watch::Receiver<AnnounceStats>,
-    stats_open: bool,
-    peers: mpsc::Sender<Vec<SocketAddr>>,
-    want_more: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+/// A time that never comes (for a timer that is not armed).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// Resolves when shutdown is asked for or its sender is gone.
 async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-impl Announcer {
-    fn params(&self, event: Option<Event>) -> AnnounceParams {
-        AnnounceParams {
-            info_hash: self.cfg.info_hash,
-            peer_id: self.cfg.peer_id,
-            port: self.cfg.port,
-            stats: *self.stats.borrow(),
-            event,
-            numwant: self.cfg.numwant,
-            key: self.key,
-        }
-    }
-
-    async fn run(mut self) {
-        if self.tiers.is_empty() {
-            debug!("no usable tracker");
-            shutdown_signal(&mut self.shutdown).await;
-            return;
-        }
-        loop {
-            let (at, event) = self.schedule.next();
-            tokio::select! {
-                biased;
-                _ = shutdown_signal(&mut self.shutdown) => break,
-                changed = self.stats.changed(), if self.stats_open => {
-                    match changed {
-                        Ok(()) => {
-                            let left = self.stats.borrow_and_update().left;
-                            self.schedule.handle_left(left);
-                        }
-                        Err(_) => self.stats_open = false,
-                    }
-                    continue;
-                }
-                _ = self.want_more.notified() => {
-                    self.schedule.handle_want_more();
-                    continue;
-                }
-                _ = sleep_until(at) => {}
-            }
-            let params = self.params(event);
-            let status = self.options.status.as_ref();
-            let result = tokio::select! {
-                biased;
-                _ = shutdown_signal(&mut self.shutdown) => break,
-                r = self.tiers.announce(self.http.as_ref(), &params, status) => r,
-            };
-            let now = Instant::now();
-            match result {
-                Ok(reply) => {
-                    self.schedule.handle_success(now, event, &reply);
-                    if !reply.peers.is_empty() {
-                        tokio::select! {
-                            biased;
-                            _ = shutdown_signal(&mut self.shutdown) => break,
-                            _ = self.peers.send(reply.peers) => {}
-                        }
-                    }
-                }
-                Err(e) => {
-                    debug!(error = %e, ?event, "every tracker failed");
-                    self.schedule.handle_failure(now);
-                }
-            }
-        }
-        if self.schedule.ever_succeeded {
-            let params = self.params(Some(Event::Stopped));
-            let status = self.options.status.as_ref();
-            let stop = self.tiers.announce(self.http.as_ref(), &params, status);
-            match timeout(self.options.stop_timeout, stop).await {
-                Ok(Ok(_)) => debug!("stopped announced"),
-                Ok(Err(e)) => debug!(error = %e, "stopped announce failed"),
-                Err(_) => debug!("stopped announce timed out"),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

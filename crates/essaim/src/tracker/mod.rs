@@ -25,6 +25,7 @@ pub mod udp;
 pub mod udp_socket;
 
 pub use announcer::{spawn_announcer, spawn_announcer_with};
+pub(crate) use announcer::{Announces, Finished};
 pub use udp_socket::UdpSockets;
 
 use std::time::Duration;
@@ -300,7 +301,7 @@ impl Tiers {
         &mut self,
         http: Option<&HttpTracker>,
         p: &AnnounceParams,
-        status: Option<&watch::Sender<TrackerStatus>>,
+        status: &mut TrackerStatus,
     ) -> Result<AnnounceResponse, AnnounceError> {
         let mut last = AnnounceError::Timeout;
         for tier in &mut self.tiers {
@@ -356,17 +357,9 @@ fn promote<T>(tier: &mut [T], i: usize) {
     }
 }
 
-fn update(
-    status: Option<&watch::Sender<TrackerStatus>>,
-    index: usize,
-    f: impl FnOnce(&mut TrackerState),
-) {
-    if let Some(tx) = status {
-        tx.send_modify(|st| {
-            if let Some(t) = st.trackers.get_mut(index) {
-                f(t);
-            }
-        });
+fn update(status: &mut TrackerStatus, index: usize, f: impl FnOnce(&mut TrackerState)) {
+    if let Some(t) = status.trackers.get_mut(index) {
+        f(t);
     }
 }
 
