@@ -172,8 +172,11 @@ for c in "${LIST_CLIENTS[@]}"; do
     times=()
     for ((r = 1; r <= RUNS; r++)); do
         stop "$PID"
+        # From the start of the process until all seed.
+        t0=$(date +%s.%N)
         "start_$c"
-        t=$($PY "$DRV" wait "$c" "$URL" "$N" 600) || die "$c: not all seeding after restart $r"
+        $PY "$DRV" wait "$c" "$URL" "$N" 600 >/dev/null || die "$c: not all seeding after restart $r"
+        t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
         say "$c: restart $r: all $N seeding after $t s"
         times+=("$t")
     done

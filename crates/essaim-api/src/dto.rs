@@ -334,6 +334,65 @@ impl From<&TorrentSummary> for TorrentDto {
     }
 }
 
+/// One torrent as a list shows it: what a list view needs (the whole
+/// [`TorrentDto`] with `?full=true`, or per torrent).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TorrentItemDto {
+    pub id: u64,
+    pub info_hash: String,
+    pub name: String,
+    /// As [`TorrentDto::state`].
+    pub state: String,
+    pub error: Option<ErrorDto>,
+    pub has_metadata: bool,
+    pub progress: f64,
+    pub total_size: u64,
+    pub wanted_size: u64,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub downloaded_total: u64,
+    pub uploaded_total: u64,
+    pub ratio: f64,
+    pub eta_seconds: Option<u64>,
+    pub peers: usize,
+    pub seeds: usize,
+    pub added_at: u64,
+    pub completed_at: Option<u64>,
+    pub queue_position: u64,
+    pub save_path: String,
+}
+
+impl From<&TorrentSummary> for TorrentItemDto {
+    fn from(s: &TorrentSummary) -> Self {
+        TorrentItemDto {
+            id: s.id.0,
+            info_hash: s.info_hash.to_hex(),
+            name: s.name.clone(),
+            state: s.state.name().to_owned(),
+            error: match &s.state {
+                TorrentState::Error(e) => Some(ErrorDto::from(e)),
+                _ => None,
+            },
+            has_metadata: s.has_metadata,
+            progress: s.progress(),
+            total_size: s.total_size,
+            wanted_size: s.wanted_size,
+            download_rate: s.download_rate,
+            upload_rate: s.upload_rate,
+            downloaded_total: s.downloaded_total,
+            uploaded_total: s.uploaded_total,
+            ratio: s.ratio(),
+            eta_seconds: s.eta().map(|d| d.as_secs()),
+            peers: s.peers,
+            seeds: s.seeds,
+            added_at: s.added_at,
+            completed_at: s.completed_at,
+            queue_position: s.queue_position,
+            save_path: s.save_path.display().to_string(),
+        }
+    }
+}
+
 /// A magnet link to add (a .torrent file goes as multipart/form-data: a
 /// `torrent` file part, and these fields as text parts).
 #[derive(Debug, Deserialize, ToSchema)]

@@ -80,11 +80,30 @@ fn torrent(api: &Api, id: TorrentId) -> ApiResult<TorrentDto> {
         .ok_or_else(|| ApiError::NotFound(format!("no torrent {id}")))
 }
 
-/// Every torrent.
-#[utoipa::path(get, path = "/api/v1/torrents", tag = "torrents",
-    responses((status = 200, body = [TorrentDto]), (status = 401, body = ErrorBody)))]
-pub async fn list(State(api): State<Api>) -> Json<Vec<TorrentDto>> {
-    Json(api.session.list().iter().map(TorrentDto::from).collect())
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Every field of every torrent (as `GET /torrents/{id}`), not only
+    /// those a list view shows.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// Every torrent, with the fields a list view shows (all of them with
+/// `full=true`).
+#[utoipa::path(get, path = "/api/v1/torrents", tag = "torrents", params(ListParams),
+    responses((status = 200, body = [TorrentItemDto]), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(api): State<Api>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(p) = query.map_err(|r| rejection(r.status(), r.body_text()))?;
+    let list = api.session.list();
+    Ok(if p.full {
+        Json(list.iter().map(TorrentDto::from).collect::<Vec<_>>()).into_response()
+    } else {
+        Json(list.iter().map(TorrentItemDto::from).collect::<Vec<_>>()).into_response()
+    })
 }
 
 /// Adds a torrent: a magnet link as JSON, or a .torrent file (at most

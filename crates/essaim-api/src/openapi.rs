@@ -45,7 +45,7 @@ use crate::native;
         native::logout,
     ),
     components(schemas(
-        ErrorBody, TorrentDto, ErrorDto, CheckingDto, OptionsDto, RatioLimit, TimeLimit,
+        ErrorBody, TorrentDto, TorrentItemDto, ErrorDto, CheckingDto, OptionsDto, RatioLimit, TimeLimit,
         LimitMode, OptionsPatchDto, AddDto, native::AddFormDto, AddedDto, FileDto, PeerDto,
         TrackerDto, PiecesDto, StatsDto, SettingsDto, SettingsPatchDto, SeedActionDto,
         QueueDto, QueueMoveDto, LoginDto, StartDto, PeersDto

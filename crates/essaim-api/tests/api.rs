@@ -108,6 +108,27 @@ async fn torrents_endpoints_and_their_errors() {
     }
     let (s, v) = json_of(h.get(n.url("/api/v1/torrents")).send().await.unwrap()).await;
     assert_eq!((s, v.as_array().unwrap().len()), (StatusCode::OK, 2));
+    assert!(
+        v[0].get("state").is_some() && v[0].get("options").is_none(),
+        "list items"
+    );
+    let (_, full) = json_of(
+        h.get(n.url("/api/v1/torrents?full=true"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(full[1]["options"].is_object(), "full records");
+    assert_eq!(full[1]["id"], tid);
+    let (s, _) = error_of(
+        h.get(n.url("/api/v1/torrents?full=maybe"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // Files, trackers, pieces, peers, the .torrent itself.
     let (_, files) = json_of(

@@ -230,10 +230,13 @@ pub async fn run(cmd: RemoteCommand) -> Result<ExitCode> {
             }
         }
         RemoteCommand::List { json, .. } => {
-            let list = c
-                .send(c.req(M::GET, "/torrents"))
-                .await?
-                .unwrap_or_default();
+            // Scripts get whole records; the table needs the list's.
+            let path = if json {
+                "/torrents?full=true"
+            } else {
+                "/torrents"
+            };
+            let list = c.send(c.req(M::GET, path)).await?.unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
