@@ -118,11 +118,14 @@ impl Api {
 
     /// The routes, with the security layer in front.
     pub fn router(&self) -> Router {
+        const UPLOAD_MAX: usize = native::MAX_TORRENT_UPLOAD + 64 * 1024;
+        const BODY_MAX: usize = 1024 * 1024;
         let torrents = Router::new()
             .route("/api/v1/torrents", get(native::list).post(native::add))
-            .layer(DefaultBodyLimit::max(
-                native::MAX_TORRENT_UPLOAD + 64 * 1024,
-            ));
+            .layer(DefaultBodyLimit::max(UPLOAD_MAX))
+            .layer(axum::middleware::from_fn(|r, n| {
+                declared_limit(UPLOAD_MAX, r, n)
+            }));
         let rest = Router::new()
             .route(
                 "/api/v1/torrents/{id}",
@@ -156,7 +159,10 @@ impl Api {
             .route("/api/v1/logout", post(native::logout))
             .route("/api/v1/openapi.json", get(openapi_doc))
             .route("/metrics", get(metrics::metrics))
-            .layer(DefaultBodyLimit::max(1024 * 1024));
+            .layer(DefaultBodyLimit::max(BODY_MAX))
+            .layer(axum::middleware::from_fn(|r, n| {
+                declared_limit(BODY_MAX, r, n)
+            }));
         torrents
             .merge(rest)
             .fallback(not_found)
@@ -185,6 +191,28 @@ impl Api {
             .map_err(|e| StartError::Listen(self.config.listen, e))?;
         let router = self.router();
         Ok((addr, tokio::spawn(server::serve(listener, router, stop))))
+    }
+}
+
+/// Refuses a body whose declared `Content-Length` is over `max` before a
+/// byte of it is read (a body without a declared length is cut off by
+/// `DefaultBodyLimit` as it streams in).
+async fn declared_limit(
+    max: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > max as u64 => ApiError::TooLarge(format!(
+            "a request body of {len} bytes is over the limit of {max} bytes"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
     }
 }
 
