@@ -58,7 +58,12 @@ struct Queued {
     admitted: bool,
     /// Its state changed: tell it again, whatever it was told.
     stale: bool,
+    /// Scratch for [`Manager::recompute`].
+    next: bool,
 }
+
+/// Reports taken in at most before the queue is worked out again.
+const REPORT_BATCH: usize = 4096;
 
 pub(super) struct Manager {
     shared: Arc<Shared>,
@@ -142,7 +147,22 @@ impl Manager {
                     }
                     Some(cmd) => self.on_command(cmd).await,
                 },
-                Some(r) = self.reports.recv() => self.on_report(r).await,
+                Some(r) = self.reports.recv() => {
+                    // Reports come in bursts (10,000 torrents checked at
+                    // start): the queue is worked out once for the whole
+                    // burst, not once per report (which made a start
+                    // quadratic in the number of torrents).
+                    let mut changed = self.on_report(r).await;
+                    let mut batch = 0;
+                    while batch < REPORT_BATCH {
+                        let Ok(r) = self.reports.try_recv() else { break };
+                        changed |= self.on_report(r).await;
+                        batch += 1;
+                    }
+                    if changed {
+                        self.recompute().await;
+                    }
+                }
             }
         }
     }
@@ -186,7 +206,8 @@ impl Manager {
         }
     }
 
-    async fn on_report(&mut self, r: Report) {
+    /// Takes a report in; `true` when the queue must be worked out again.
+    async fn on_report(&mut self, r: Report) -> bool {
         match r {
             Report::Kind { id, kind } => {
                 if let Some(q) = self.queue.get_mut(&id) {
@@ -197,7 +218,7 @@ impl Manager {
                         q.stale = true;
                     }
                 }
-                self.recompute().await;
+                return true;
             }
             Report::SeedLimit { id, reached } => match self.shared.settings().seed_limit_action {
                 SeedLimitAction::Pause => {
@@ -212,6 +233,7 @@ impl Manager {
                 }
             },
         }
+        false
     }
 
     async fn send(&self, id: TorrentId, cmd: TorrentCmd) {
@@ -240,15 +262,21 @@ impl Manager {
                 })
             })
             .collect();
-        let yes: std::collections::HashSet<TorrentId> =
-            admitted(&entries, limits).into_iter().collect();
+        let yes = admitted(&entries, limits);
+        for q in self.queue.values_mut() {
+            q.next = false;
+        }
+        for id in yes {
+            if let Some(q) = self.queue.get_mut(&id) {
+                q.next = true;
+            }
+        }
         let mut changes = Vec::new();
         for (id, q) in self.queue.iter_mut() {
-            let now = yes.contains(id);
-            if now != q.admitted || q.stale {
-                q.admitted = now;
+            if q.next != q.admitted || q.stale {
+                q.admitted = q.next;
                 q.stale = false;
-                changes.push((*id, now));
+                changes.push((*id, q.next));
             }
         }
         // Places given back first, so a limit is never passed.
@@ -275,6 +303,7 @@ impl Manager {
                 kind: None,
                 admitted: false,
                 stale: false,
+                next: false,
             },
         );
         let (tx, status, task) = torrent::spawn(Spawn {
@@ -368,15 +397,17 @@ impl Manager {
             uploaded_total: 0,
             seeding_secs: 0,
             active_secs: 0,
+            saved_at: torrent::unix_now(),
+            running: false,
+            seeding: false,
         };
         if let Some(store) = self.shared.store.clone() {
-            let r = record.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                if let Some(b) = &bytes {
-                    store.save_torrent(&info_hash, b)?;
+            let res = async {
+                if let Some(b) = bytes {
+                    store.save_torrent(&info_hash, b).await?;
                 }
-                store.save_record(&r)
-            })
+                store.save_record(&record).await
+            }
             .await;
             let dir = || {
                 self.shared
@@ -385,20 +416,11 @@ impl Manager {
                     .map(|s| s.dir().to_path_buf())
                     .unwrap_or_default()
             };
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => {
-                    return Err(SessionError::State {
-                        path: dir(),
-                        source,
-                    })
-                }
-                Err(e) => {
-                    return Err(SessionError::State {
-                        path: dir(),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                }
+            if let Err(source) = res {
+                return Err(SessionError::State {
+                    path: dir(),
+                    source,
+                });
             }
         }
         self.next_id += 1;

@@ -367,6 +367,9 @@ impl Session {
         manager.restore().await;
         let manager_task = tokio::spawn(manager.run(manager_rx));
         tasks.push(tokio::spawn(stats_loop(shared.clone())));
+        if let Some(store) = shared.store.clone() {
+            tasks.push(tokio::spawn(run_log_loop(store)));
+        }
         Ok(Session {
             shared,
             manager: manager_tx,
@@ -743,11 +746,33 @@ impl Session {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some(store) = &self.shared.store {
+            // The torrents' clocks ran until now.
+            if let Err(e) = store.touch_run(crate::torrent::unix_now()).await {
+                tracing::warn!("cannot save the session's run log: {e}");
+            }
+        }
         if let Some(dht) = &self.shared.dht {
             let saved = tokio::time::timeout(Duration::from_secs(5), dht.shutdown()).await;
             if let Ok(Err(e)) = saved {
                 tracing::warn!("cannot save the DHT state: {e}");
             }
+        }
+    }
+}
+
+/// How often the session notes that it is alive ([`crate::store::RunLog`]):
+/// a crash loses at most this much of the torrents' seeding time.
+const RUN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+async fn run_log_loop(store: Store) {
+    let mut tick = tokio::time::interval(RUN_LOG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.touch_run(crate::torrent::unix_now()).await {
+            tracing::warn!("cannot save the session's run log: {e}");
         }
     }
 }

@@ -179,6 +179,8 @@ struct Actor {
     /// The check in progress runs under a magnet phase's connections.
     check_keeps_net: bool,
     admitted: bool,
+    /// Its queue kind was reported and the manager's answer has not come.
+    awaiting_admission: bool,
     error: Option<TorrentError>,
     stopped_by: Option<SeedLimitReached>,
     net: Option<Net>,
@@ -238,6 +240,7 @@ impl Actor {
             check: None,
             check_keeps_net: false,
             admitted: false,
+            awaiting_admission: false,
             error: None,
             stopped_by: None,
             net: None,
@@ -329,7 +332,10 @@ impl Actor {
                     self.save_record().await;
                 }
             }
-            TorrentCmd::Admit(yes) => self.admitted = yes,
+            TorrentCmd::Admit(yes) => {
+                self.admitted = yes;
+                self.awaiting_admission = false;
+            }
             TorrentCmd::Force(yes) => {
                 if self.record.forced != yes {
                     self.record.forced = yes;
@@ -394,6 +400,7 @@ impl Actor {
                 // The place is given back; a new one is needed.
                 self.admitted = false;
             }
+            self.awaiting_admission = kind.is_some();
             let _ = self.shared.reports.send(Report::Kind { id: self.id, kind });
         }
         let run = kind.is_some() && (self.admitted || self.record.forced);
@@ -614,31 +621,51 @@ impl Actor {
         }
     }
 
-    /// Stops running: connections closed, `stopped` announced (awaited
-    /// when `wait`), totals and resume data saved.
-    async fn stop_net(&mut self, wait: bool) {
+    /// Stops running: connections closed, `stopped` announced, totals and
+    /// resume data saved. When the session `ending`, the announce is
+    /// awaited, and the record is written only if bytes moved: its clocks
+    /// keep running in it until the session's end ([`crate::store::RunLog`]).
+    async fn stop_net(&mut self, ending: bool) {
         let Some(mut net) = self.net.take() else {
             return;
         };
         self.shared.set_active(self.info_hash, false);
         let now = Instant::now();
         self.account(now, &mut net);
-        self.running_since = None;
-        self.seeding_since = None;
         if let Some(s) = net.swarm() {
             self.have = Some(s.have().clone());
         }
         let announcer = net.stop();
         self.save_resume_now().await;
-        self.save_record().await;
-        if let (true, Some(task)) = (wait, announcer) {
+        if ending {
+            if self.record_dirty {
+                self.save_record().await;
+            }
+        } else {
+            self.running_since = None;
+            self.seeding_since = None;
+            self.save_record().await;
+        }
+        if let (true, Some(task)) = (ending, announcer) {
             let _ = tokio::time::timeout(Duration::from_secs(7), task).await;
         }
     }
 
-    /// Adds the time and bytes of the run so far to the record.
-    /// Whole seconds are moved to the record; the clocks keep the rest.
-    fn account(&mut self, now: Instant, net: &mut Net) {
+    /// Whether the record's clock flags ([`Record::running`],
+    /// [`Record::seeding`]) say otherwise than the torrent's clocks. Not
+    /// while it checks or waits for its place (a restart would otherwise
+    /// write every record, only to write it back).
+    fn clocks_stale(&self, strict: bool) -> bool {
+        if !strict && (self.check.is_some() || self.awaiting_admission) {
+            return false;
+        }
+        (self.running_since.is_some(), self.seeding_since.is_some())
+            != (self.record.running, self.record.seeding)
+    }
+
+    /// Moves the whole seconds of the running clocks to the record (the
+    /// clocks keep the rest).
+    fn sync_clocks(&mut self, now: Instant) {
         if let Some(since) = self.running_since {
             let secs = now.saturating_duration_since(since).as_secs();
             // Time alone does not make the record worth a write: it goes
@@ -656,6 +683,11 @@ impl Actor {
                 self.seeding_since = Some(since + Duration::from_secs(secs));
             }
         }
+    }
+
+    /// Adds the time and bytes of the run so far to the record.
+    fn account(&mut self, now: Instant, net: &mut Net) {
+        self.sync_clocks(now);
         if let Some(s) = net.swarm() {
             let st = s.stats(now);
             let (d, u) = (st.downloaded, st.uploaded);
@@ -803,6 +835,9 @@ impl Actor {
         if self.reported != Some(kind) {
             Box::pin(self.reconcile()).await;
         }
+        if self.shared.store.is_some() && self.clocks_stale(false) {
+            Box::pin(self.save_record()).await;
+        }
         self.publish_state();
     }
 
@@ -843,9 +878,10 @@ impl Actor {
         let meta = Arc::new(meta);
         tracing::info!(name = %meta.info.name, "metadata received");
         if let Some(store) = self.shared.store.clone() {
-            let (ih, bytes) = (self.info_hash, meta.to_torrent_bytes());
-            let res = tokio::task::spawn_blocking(move || store.save_torrent(&ih, &bytes)).await;
-            if !matches!(res, Ok(Ok(()))) {
+            let res = store
+                .save_torrent(&self.info_hash, meta.to_torrent_bytes())
+                .await;
+            if res.is_err() {
                 tracing::warn!("cannot save the torrent's metainfo: {res:?}");
             }
         }
@@ -1174,7 +1210,9 @@ impl Actor {
         if self.resume_dirty {
             self.save_resume_now().await;
         }
-        self.save_record().await;
+        if self.record_dirty || self.clocks_stale(true) {
+            self.save_record().await;
+        }
         self.publish();
     }
 
@@ -1187,9 +1225,12 @@ impl Actor {
         let Some(store) = self.shared.store.clone() else {
             return;
         };
-        let r = self.record.clone();
-        let res = tokio::task::spawn_blocking(move || store.save_record(&r)).await;
-        if !matches!(res, Ok(Ok(()))) {
+        self.sync_clocks(Instant::now());
+        self.record.saved_at = unix_now();
+        self.record.running = self.running_since.is_some();
+        self.record.seeding = self.seeding_since.is_some();
+        let res = store.save_record(&self.record).await;
+        if res.is_err() {
             tracing::warn!("cannot save the torrent's record: {res:?}");
             self.record_dirty = true;
         }
