@@ -25,6 +25,11 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// Most redirects followed (http and https only). Default 3.
     pub max_redirects: usize,
+    /// Most requests in flight at once through one client; the others wait
+    /// their turn (libtorrent's `max_concurrent_http_announces`, also 50).
+    /// Ten thousand torrents starting at once would otherwise open ten
+    /// thousand connections, each with its buffers, to the same trackers.
+    pub max_concurrent: usize,
 }
 
 impl Default for HttpConfig {
@@ -33,6 +38,7 @@ impl Default for HttpConfig {
             timeout: Duration::from_secs(15),
             max_body: 2 << 20,
             max_redirects: 3,
+            max_concurrent: 50,
         }
     }
 }
@@ -52,6 +58,7 @@ enum RedirectError {
 pub struct HttpTracker {
     client: reqwest::Client,
     max_body: usize,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpTracker {
@@ -79,6 +86,7 @@ impl HttpTracker {
         Ok(HttpTracker {
             client,
             max_body: config.max_body,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
         })
     }
 
@@ -108,6 +116,8 @@ impl HttpTracker {
     /// status is an error, unless its body is a bencoded `failure reason`
     /// (some trackers send those with a 4xx status).
     async fn get(&self, url: &str) -> Result<Vec<u8>, AnnounceError> {
+        // The semaphore is never closed; the request waits for a slot.
+        let _slot = self.slots.acquire().await.ok();
         let mut response = self.client.get(url).send().await?;
         let status = response.status();
         let too_large = AnnounceError::BodyTooLarge {
@@ -341,6 +351,67 @@ mod tests {
         );
         assert!(started.elapsed() >= Duration::from_millis(300));
         held.abort();
+    }
+
+    /// Requests wait for one of `max_concurrent` slots: the server holds
+    /// each request until the test lets one go, and never sees more than
+    /// two at once from ten announces.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_in_flight_are_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/announce", listener.local_addr().unwrap());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (f, m, g) = (in_flight.clone(), most.clone(), gate.clone());
+        let server = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (f, m, g) = (f.clone(), m.clone(), g.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    g.acquire().await.unwrap().forget();
+                    f.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.write_all(&ok(b"d8:intervali60e5:peers0:e")).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        let t = HttpTracker::new(&HttpConfig {
+            max_concurrent: 2,
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (t, url) = (t.clone(), url.clone());
+            all.spawn(async move { t.announce(&url, &request()).await });
+        }
+        let ran = timeout(BOUND, async {
+            for left in (1..=10usize).rev() {
+                // Wait (bounded by BOUND) until the slots are full, then let
+                // one request go.
+                while in_flight.load(Ordering::SeqCst) < left.min(2) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                gate.add_permits(1);
+            }
+            while let Some(r) = all.join_next().await {
+                assert_eq!(r.unwrap().unwrap().interval, 60);
+            }
+        })
+        .await;
+        assert!(ran.is_ok(), "announces did not all finish");
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        server.abort();
     }
 
     #[tokio::test]
