@@ -186,7 +186,7 @@ impl Drop for ConnSlot {
 /// A torrent in the session's table.
 pub(crate) struct Entry {
     pub info_hash: InfoHash,
-    pub tx: mpsc::Sender<TorrentCmd>,
+    pub tx: crate::torrent::cmdq::Sender<TorrentCmd>,
     pub status: watch::Receiver<TorrentSummary>,
     pub private: bool,
     /// It runs: incoming connections and LSD peers are for it.
@@ -255,7 +255,10 @@ impl Shared {
 
     /// Where an incoming connection for `info_hash` goes, if that torrent
     /// runs; and whether it is private.
-    pub fn route(&self, info_hash: &InfoHash) -> Option<(mpsc::Sender<TorrentCmd>, bool)> {
+    pub fn route(
+        &self,
+        info_hash: &InfoHash,
+    ) -> Option<(crate::torrent::cmdq::Sender<TorrentCmd>, bool)> {
         let t = self.table();
         let e = t.by_id.get(t.by_hash.get(info_hash)?)?;
         e.active.then(|| (e.tx.clone(), e.private))
@@ -507,7 +510,10 @@ impl Session {
         }
     }
 
-    fn sender(&self, id: TorrentId) -> Result<mpsc::Sender<TorrentCmd>, SessionError> {
+    fn sender(
+        &self,
+        id: TorrentId,
+    ) -> Result<crate::torrent::cmdq::Sender<TorrentCmd>, SessionError> {
         self.shared
             .table()
             .by_id

@@ -38,6 +38,7 @@
 //! stopping (pieces not yet synced then saved as "to verify").
 
 mod check;
+pub(crate) mod cmdq;
 mod net;
 mod status;
 
@@ -55,7 +56,7 @@ use essaim_proto::seed_limits::{SeedLimitReached, SeedLimits, SeedProgress};
 use essaim_proto::swarm::{Output, Swarm, SwarmConfig};
 use essaim_wire::peer::Handshake;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::events::Event;
 use crate::peer_list::PeerSource;
@@ -149,11 +150,11 @@ pub(crate) struct Spawn {
 pub(crate) fn spawn(
     s: Spawn,
 ) -> (
-    mpsc::Sender<TorrentCmd>,
+    cmdq::Sender<TorrentCmd>,
     watch::Receiver<TorrentSummary>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = cmdq::channel(64);
     let actor = Box::new(Actor::new(s));
     let status = actor.status.subscribe();
     let span = tracing::info_span!("torrent", infohash = %actor.info_hash);
@@ -266,7 +267,7 @@ impl Actor {
 
     /// The actor's loop. The actor lives in a box of its own, so the task
     /// holds a pointer and this loop's small state, not a copy of it.
-    async fn run(mut self: Box<Self>, mut cmds: mpsc::Receiver<TorrentCmd>) {
+    async fn run(mut self: Box<Self>, mut cmds: cmdq::Receiver<TorrentCmd>) {
         Box::pin(self.reconcile()).await;
         self.publish();
         loop {

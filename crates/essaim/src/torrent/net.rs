@@ -328,8 +328,17 @@ impl Net {
 
     pub fn add_peers(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, source: PeerSource) {
         for a in addrs {
-            self.peer_list.add(a, source);
+            if !self.is_us(&a) {
+                self.peer_list.add(a, source);
+            }
         }
+    }
+
+    /// Our own listening address as a tracker, PEX or LSD may hand it back
+    /// (a tracker keeps a daemon killed before its `stopped` announce): not
+    /// dialled, since the handshake would only find ourselves.
+    fn is_us(&self, a: &SocketAddr) -> bool {
+        a.port() == self.shared.port && a.ip().is_loopback()
     }
 
     /// Dials known peers while below the limits.
@@ -608,9 +617,7 @@ impl Net {
                 Output::CheckPiece { piece, data } => self.check_piece(piece, data),
                 Output::Disconnect { peer, reason } => self.disconnect(peer, reason),
                 Output::PeersDiscovered(addrs) => {
-                    for a in addrs {
-                        self.peer_list.add(a, PeerSource::Pex);
-                    }
+                    self.add_peers(addrs, PeerSource::Pex);
                 }
                 Output::DhtNode(addr) => {
                     if let Some(dht) = self.dht() {
@@ -684,14 +691,31 @@ impl<T> LazyChan<T> {
 
     /// The next message; pending forever before the channel exists.
     async fn recv(&mut self) -> Option<T> {
-        match &mut self.pair {
+        let got = match &mut self.pair {
             Some((_, rx)) => rx.recv().await,
             None => std::future::pending().await,
-        }
+        };
+        self.release_if_idle();
+        got
     }
 
     fn try_recv(&mut self) -> Option<T> {
-        self.pair.as_mut()?.1.try_recv().ok()
+        let got = self.pair.as_mut()?.1.try_recv().ok();
+        self.release_if_idle();
+        got
+    }
+
+    /// Gives the channel back once nothing can come through it (no sender
+    /// but ours, nothing queued): a seed that dialled a peer once, or had
+    /// peers for a while, does not keep a block of slots for ever. Only
+    /// `sender` (with `&mut self`) makes new senders, so none can appear
+    /// between the check and the drop.
+    fn release_if_idle(&mut self) {
+        if let Some((tx, rx)) = &self.pair {
+            if tx.strong_count() == 1 && rx.is_empty() {
+                self.pair = None;
+            }
+        }
     }
 }
 
