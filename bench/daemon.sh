@@ -39,8 +39,17 @@ while (($#)); do
 done
 
 bench_init daemon
-ensure_packages /usr/bin/time:time transmission-daemon:transmission-daemon \
-    qbittorrent-nox:qbittorrent-nox
+IFS=, read -r -a LIST_CLIENTS <<<"$CLIENTS"
+NEED=(/usr/bin/time:time)
+for c in "${LIST_CLIENTS[@]}"; do
+    case $c in
+    essaim) ;;
+    transmission) NEED+=(transmission-daemon:transmission-daemon) ;;
+    qbittorrent) NEED+=(qbittorrent-nox:qbittorrent-nox) ;;
+    *) die "unknown client $c (essaim, transmission, qbittorrent)" ;;
+    esac
+done
+ensure_packages "${NEED[@]}"
 build_essaim
 DRV=$BENCH_DIR/daemon.py
 
@@ -154,7 +163,6 @@ EOF
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A LOAD RESTART RESTARTS RSS CPU_U CPU_S LIST VERSION
-IFS=, read -r -a LIST_CLIENTS <<<"$CLIENTS"
 for c in "${LIST_CLIENTS[@]}"; do
     case $c in
     essaim) VERSION[$c]=$("$ESSAIM" --version) ;;
