@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// A short machine-readable kind: `bad_request`, `not_found`,
     /// `unauthorized`, `forbidden`, `banned`, `misdirected`,
-    /// `too_large`, `conflict`, `unavailable`, `internal`.
+    /// `too_large`, `timeout`, `conflict`, `unavailable`, `internal`.
     pub error: String,
     /// What was wrong, for a person.
     pub message: String,
@@ -39,6 +39,10 @@ pub enum ApiError {
     Misdirected(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The request was not over in time (a body sent too slowly, or a
+    /// node too busy to answer).
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::Banned(_) => StatusCode::FORBIDDEN,
             ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,6 +76,7 @@ impl ApiError {
             ApiError::Banned(_) => "banned",
             ApiError::Misdirected(_) => "misdirected",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -51,6 +51,9 @@ pub struct ApiConfig {
     pub ban_after: u32,
     /// How long a ban lasts (default 15 minutes).
     pub ban_for: Duration,
+    /// How long a request may take until its answer starts (default 60 s;
+    /// then 408 with a JSON reason). An event stream is not cut by it.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +67,7 @@ impl Default for ApiConfig {
             allowed_roots: Vec::new(),
             ban_after: security::MAX_FAILURES,
             ban_for: security::BAN_FOR,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -167,9 +171,9 @@ impl Api {
             .merge(rest)
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                Duration::from_secs(60),
+            .layer(axum::middleware::from_fn_with_state(
+                self.config.request_timeout,
+                time_limit,
             ))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -191,6 +195,28 @@ impl Api {
             .map_err(|e| StartError::Listen(self.config.listen, e))?;
         let router = self.router();
         Ok((addr, tokio::spawn(server::serve(listener, router, stop))))
+    }
+}
+
+/// The default of [`ApiConfig::request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Answers 408 with a JSON reason when a request (its body included) is not
+/// answered within `limit`. What it asked of the session may still happen:
+/// the handler is dropped, not the command it sent.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(format!(
+            "the request was not over within {} s (its body came too slowly, or the node \
+             is busy); what it asked may still be done",
+            limit.as_secs_f64()
+        ))
+        .into_response(),
     }
 }
 

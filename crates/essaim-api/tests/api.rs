@@ -621,14 +621,17 @@ async fn oversized_upload() {
     assert!(line.starts_with("HTTP/1.1 413"), "{line}");
     // A body over the limit without a declared length (chunked) is cut off
     // while it streams in: 413 with a JSON reason.
-    let big = vec![b'x'; 17 * 1024 * 1024];
+    let mut big = b"--b\r\nContent-Disposition: form-data; name=\"torrent\"; \
+                    filename=\"big.torrent\"\r\n\r\n"
+        .to_vec();
+    big.resize(big.len() + 17 * 1024 * 1024, b'x');
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let r = n
         .http
         .post(n.url("/api/v1/torrents"))
-        .header("content-type", "application/x-bittorrent")
+        .header("content-type", "multipart/form-data; boundary=b")
         .body(body)
         .send()
         .await;
@@ -649,5 +652,31 @@ async fn oversized_upload() {
         .send()
         .await;
     assert!(r.is_err() || r.unwrap().status().is_client_error());
+    n.stop().await;
+}
+
+/// A request whose body does not come gets 408 with a JSON reason once the
+/// request time is up, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_times_out_with_a_reason() {
+    let n = Node::start(|c, _| c.request_timeout = std::time::Duration::from_millis(500)).await;
+    let mut s = tokio::net::TcpStream::connect(n.addr).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/torrents HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(BOUND, s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "no answer to a request whose body never came");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(v["error"], "timeout", "{text}");
+    // The node still answers.
+    let r = n.http.get(n.url("/api/v1/torrents")).send().await.unwrap();
+    assert!(r.status().is_success());
     n.stop().await;
 }

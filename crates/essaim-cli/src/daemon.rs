@@ -183,6 +183,7 @@ pub async fn run(args: DaemonArgs) -> Result<ExitCode> {
             Some(t) => Duration::from_secs(t.secs("api.ban_time")?.unwrap_or(u64::MAX / 4)),
             None => essaim_api::security::BAN_FOR,
         },
+        request_timeout: essaim_api::REQUEST_TIMEOUT,
     };
     if !api_listen.ip().is_loopback() && api_config.token.is_none() && api_config.user.is_none() {
         bail!(
