@@ -89,10 +89,24 @@ impl Committer {
         std::thread::Builder::new()
             .name("essaim-commit".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut next: Option<CommitJob> = None;
+                loop {
+                    let first = match next.take() {
+                        Some(j) => j,
+                        None => match rx.recv() {
+                            Ok(j) => j,
+                            Err(_) => break,
+                        },
+                    };
                     let mut batch = vec![first];
                     while batch.len() < COMMIT_BATCH {
                         match rx.try_recv() {
+                            // A second write of one file waits for the
+                            // next batch (both would rename one tmp file).
+                            Ok(j) if batch.iter().any(|b| b.path == j.path) => {
+                                next = Some(j);
+                                break;
+                            }
                             Ok(j) => batch.push(j),
                             Err(_) => break,
                         }
@@ -142,6 +156,20 @@ fn write_tmp(path: &Path, bytes: &[u8]) -> io::Result<File> {
 }
 
 fn commit_batch(batch: Vec<CommitJob>) {
+    // For a large batch, one `syncfs` per folder's file system instead of
+    // a fsync per file. The folders are opened before anything is written:
+    // `syncfs` reports a write-back error only to descriptors opened
+    // before it happened.
+    let fs_handles: Option<Vec<io::Result<File>>> = (batch.len() >= SYNCFS_FROM).then(|| {
+        let mut dirs: Vec<&Path> = Vec::new();
+        for job in &batch {
+            let d = job.path.parent().unwrap_or(Path::new("."));
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        dirs.into_iter().map(File::open).collect()
+    });
     let mut written = Vec::with_capacity(batch.len());
     for job in batch {
         match write_tmp(&job.path, &job.bytes) {
@@ -152,14 +180,14 @@ fn commit_batch(batch: Vec<CommitJob>) {
             }
         }
     }
-    let Some((first, _)) = written.first() else {
+    if written.is_empty() {
         return;
-    };
+    }
     // Every temporary file on the disk before any rename.
-    let synced: Vec<io::Result<()>> = if written.len() >= SYNCFS_FROM {
-        let dir = first.path.parent().unwrap_or(Path::new("."));
-        let all = File::open(dir).and_then(|d| {
+    let synced: Vec<io::Result<()>> = if let Some(handles) = fs_handles {
+        let all = handles.into_iter().try_for_each(|d| {
             use std::os::fd::AsRawFd;
+            let d = d?;
             // SAFETY: syncfs on a descriptor we own; no memory involved.
             match unsafe { libc::syncfs(d.as_raw_fd()) } {
                 0 => Ok(()),
@@ -314,16 +342,19 @@ impl Record {
         }
         let extra = runs.alive_since(self.saved_at);
         if self.running {
-            self.active_secs += extra;
+            self.active_secs = self.active_secs.saturating_add(extra);
         }
         if self.seeding {
-            self.seeding_secs += extra;
+            self.seeding_secs = self.seeding_secs.saturating_add(extra);
         }
     }
 }
 
 /// When the session ran: `[started, alive]` in Unix seconds, one pair per
-/// run, the last one this run's (`STATE/runs.json`).
+/// run, the last one this run's (`STATE/runs.json`). `alive` is `started`
+/// plus the time the run lasted on the monotonic clock, so a wall clock
+/// set or stepped while the daemon runs (a board without a real-time clock
+/// booting in 1970) never turns into seeding time.
 ///
 /// Why: a torrent's seeding and active time go on while it runs, and
 /// writing 10,000 records when the daemon stops, only for their clocks,
@@ -347,7 +378,18 @@ impl RunLog {
         self.runs
             .iter()
             .map(|&(start, alive)| alive.saturating_sub(start.max(since)))
-            .sum()
+            .fold(0, u64::saturating_add)
+    }
+
+    /// A log read from disk, made sane: pairs that end before they start
+    /// go, and only the last [`MAX_RUNS`] stay (the file is input like
+    /// any other: it bounds the work of every record's catch-up).
+    fn sanitized(mut self) -> RunLog {
+        self.runs.retain(|&(start, alive)| start <= alive);
+        if self.runs.len() > MAX_RUNS {
+            self.runs.drain(..self.runs.len() - MAX_RUNS);
+        }
+        self
     }
 
     /// A new run starting at `now`; runs that ended before `oldest` (the
@@ -372,7 +414,14 @@ impl RunLog {
 pub(crate) struct Store {
     dir: PathBuf,
     committer: std::sync::Arc<Committer>,
-    runs: std::sync::Arc<std::sync::Mutex<RunLog>>,
+    runs: std::sync::Arc<std::sync::Mutex<Runs>>,
+}
+
+/// The runs, and when this one began on the monotonic clock.
+#[derive(Debug, Default)]
+struct Runs {
+    log: RunLog,
+    began: Option<(u64, std::time::Instant)>,
 }
 
 /// A torrent found at start.
@@ -424,12 +473,15 @@ impl Store {
         self.committer.write(self.path(&ih, "json"), bytes).await
     }
 
-    /// This run is alive at `now` ([`RunLog`]); saved as a record is.
-    pub async fn touch_run(&self, now: u64) -> io::Result<()> {
+    /// This run is alive now ([`RunLog`]); saved as a record is.
+    pub async fn touch_run(&self) -> io::Result<()> {
         let bytes = {
             let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-            runs.touch(now);
-            serde_json::to_vec(&*runs).map_err(io::Error::other)?
+            if let Some((wall, began)) = runs.began {
+                runs.log
+                    .touch(wall.saturating_add(began.elapsed().as_secs()));
+            }
+            serde_json::to_vec(&runs.log).map_err(io::Error::other)?
         };
         self.committer.write(self.dir.join(RUNS_FILE), bytes).await
     }
@@ -497,9 +549,19 @@ impl Store {
         let now = crate::torrent::unix_now();
         let oldest = records.iter().map(|r| r.saved_at).min().unwrap_or(now);
         runs.start(now, oldest);
-        let bytes = serde_json::to_vec(&runs).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join(RUNS_FILE), &bytes)?;
-        *self.runs.lock().unwrap_or_else(|e| e.into_inner()) = runs;
+        // Not written (a full disk): the torrents still come back; this
+        // run's time is written with the next touch, or lost (the records'
+        // clocks then lag behind, they never run ahead).
+        let written = serde_json::to_vec(&runs)
+            .map_err(io::Error::other)
+            .and_then(|b| write_atomic(&self.dir.join(RUNS_FILE), &b));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.dir.join(RUNS_FILE).display(), "cannot write the session clock: {e}");
+        }
+        *self.runs.lock().unwrap_or_else(|e| e.into_inner()) = Runs {
+            log: runs,
+            began: Some((now, std::time::Instant::now())),
+        };
         let mut out = Vec::with_capacity(records.len());
         for record in records {
             let Some(ih) = record.info_hash() else {
@@ -521,10 +583,12 @@ impl Store {
     fn load_runs(&self) -> RunLog {
         let path = self.dir.join(RUNS_FILE);
         match read_capped(&path, MAX_RECORD) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                set_aside(&path, &e.to_string());
-                RunLog::default()
-            }),
+            Ok(b) => serde_json::from_slice::<RunLog>(&b)
+                .map(RunLog::sanitized)
+                .unwrap_or_else(|e| {
+                    set_aside(&path, &e.to_string());
+                    RunLog::default()
+                }),
             Err(_) => RunLog::default(),
         }
     }
@@ -718,6 +782,33 @@ mod tests {
         assert_eq!(log.runs, [(500, 530), (900, 1000), (2000, 2000)]);
         log.touch(2060);
         assert_eq!(log.runs.last(), Some(&(2000, 2060)));
+    }
+
+    /// `runs.json` is input like any file: pairs that end before they
+    /// start, values at the top of the range, thousands of runs; and it
+    /// cannot be written again. Every torrent still comes back, its clocks
+    /// saturate instead of wrapping, and the log kept is bounded.
+    #[tokio::test]
+    async fn a_hostile_or_unwritable_session_clock_costs_no_torrent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = record(1, 'a');
+        (r.saved_at, r.running, r.seeding) = (10, true, true);
+        r.seeding_secs = u64::MAX - 5;
+        store.save_record(&r).await.unwrap();
+        let mut runs: Vec<(u64, u64)> = (0..5000).map(|i| (i, i + 1)).collect();
+        runs.push((20, u64::MAX));
+        runs.push((u64::MAX, 3));
+        let json = serde_json::to_vec(&serde_json::json!({ "runs": runs })).unwrap();
+        std::fs::write(dir.path().join(RUNS_FILE), json).unwrap();
+        std::fs::create_dir(dir.path().join("runs.json.tmp")).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].record.seeding_secs, u64::MAX);
+        assert!(loaded[0].record.active_secs > 0);
+        let runs = store.runs.lock().unwrap();
+        assert!(runs.log.runs.len() <= MAX_RUNS);
+        assert!(runs.log.runs.iter().all(|&(s, a)| s <= a));
     }
 
     #[test]

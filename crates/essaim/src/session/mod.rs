@@ -754,7 +754,7 @@ impl Session {
         }
         if let Some(store) = &self.shared.store {
             // The torrents' clocks ran until now.
-            if let Err(e) = store.touch_run(crate::torrent::unix_now()).await {
+            if let Err(e) = store.touch_run().await {
                 tracing::warn!("cannot save the session's run log: {e}");
             }
         }
@@ -777,7 +777,7 @@ async fn run_log_loop(store: Store) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = store.touch_run(crate::torrent::unix_now()).await {
+        if let Err(e) = store.touch_run().await {
             tracing::warn!("cannot save the session's run log: {e}");
         }
     }

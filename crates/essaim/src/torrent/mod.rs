@@ -673,14 +673,14 @@ impl Actor {
             // to disk with the next one (bytes moved, a state change, the
             // stop).
             if secs > 0 {
-                self.record.active_secs += secs;
+                self.record.active_secs = self.record.active_secs.saturating_add(secs);
                 self.running_since = Some(since + Duration::from_secs(secs));
             }
         }
         if let Some(since) = self.seeding_since {
             let secs = now.saturating_duration_since(since).as_secs();
             if secs > 0 {
-                self.record.seeding_secs += secs;
+                self.record.seeding_secs = self.record.seeding_secs.saturating_add(secs);
                 self.seeding_since = Some(since + Duration::from_secs(secs));
             }
         }
@@ -712,7 +712,10 @@ impl Actor {
         match (seeding, self.seeding_since) {
             (true, None) => self.seeding_since = Some(now),
             (false, Some(since)) => {
-                self.record.seeding_secs += now.saturating_duration_since(since).as_secs();
+                self.record.seeding_secs = self
+                    .record
+                    .seeding_secs
+                    .saturating_add(now.saturating_duration_since(since).as_secs());
                 self.seeding_since = None;
             }
             _ => {}
@@ -1005,7 +1008,7 @@ impl Actor {
             downloaded: self.record.downloaded_total,
             size: self.wanted_size(),
             seeding_time: Duration::from_secs(self.record.seeding_secs)
-                + now.saturating_duration_since(seeding_since),
+                .saturating_add(now.saturating_duration_since(seeding_since)),
             idle_time: now.saturating_duration_since(self.last_activity),
         }
     }

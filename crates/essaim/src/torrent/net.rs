@@ -338,7 +338,7 @@ impl Net {
     /// (a tracker keeps a daemon killed before its `stopped` announce): not
     /// dialled, since the handshake would only find ourselves.
     fn is_us(&self, a: &SocketAddr) -> bool {
-        a.port() == self.shared.port && a.ip().is_loopback()
+        a.port() == self.shared.port && a.ip().to_canonical().is_loopback()
     }
 
     /// Dials known peers while below the limits.

@@ -94,10 +94,14 @@ impl Actor {
         s.state = self.state();
         s.stopped_by = self.stopped_by;
         if let Some(since) = self.seeding_since {
-            s.seeding_time += now.saturating_duration_since(since);
+            s.seeding_time = s
+                .seeding_time
+                .saturating_add(now.saturating_duration_since(since));
         }
         if let Some(since) = self.running_since {
-            s.active_time += now.saturating_duration_since(since);
+            s.active_time = s
+                .active_time
+                .saturating_add(now.saturating_duration_since(since));
         }
         if let Some(meta) = &self.meta {
             let layout = &meta.info.layout;

@@ -6,7 +6,11 @@
 //! announced `Content-Length` and again while streaming (a body is never
 //! buffered past the cap), and no transparent decompression (no gzip bombs).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use essaim_core::InfoHash;
 use essaim_wire::tracker::http::{
@@ -25,10 +29,12 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// Most redirects followed (http and https only). Default 3.
     pub max_redirects: usize,
-    /// Most requests in flight at once through one client; the others wait
-    /// their turn (libtorrent's `max_concurrent_http_announces`, also 50).
-    /// Ten thousand torrents starting at once would otherwise open ten
-    /// thousand connections, each with its buffers, to the same trackers.
+    /// Most requests in flight at once to one tracker host (host and
+    /// port); the others to it wait their turn. Ten thousand torrents
+    /// starting at once would otherwise open ten thousand connections, each
+    /// with its buffers, to the same tracker. Per host, so that a tracker
+    /// that never answers holds up only its own announces. Default 50
+    /// (libtorrent's `max_concurrent_http_announces`, there for all hosts).
     pub max_concurrent: usize,
 }
 
@@ -58,7 +64,65 @@ enum RedirectError {
 pub struct HttpTracker {
     client: reqwest::Client,
     max_body: usize,
-    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    slots: Slots,
+}
+
+/// The requests in flight per tracker host ([`HttpConfig::max_concurrent`]).
+/// A host's entry lives only while requests to it are in flight or
+/// waiting, so the map is bounded by them.
+#[derive(Debug, Clone)]
+struct Slots {
+    max: usize,
+    hosts: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+/// A place in a host's queue; gives it back, and the host's entry once
+/// nobody else holds or waits for it, when dropped.
+struct Slot {
+    slots: Slots,
+    host: String,
+    sem: Arc<Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slots {
+    async fn take(&self, url: &str) -> Slot {
+        let host = match reqwest::Url::parse(url) {
+            Ok(u) => format!(
+                "{}:{}",
+                u.host_str().unwrap_or_default(),
+                u.port_or_known_default().unwrap_or(0)
+            ),
+            Err(_) => String::new(),
+        };
+        let sem = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            hosts
+                .entry(host.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
+                .clone()
+        };
+        // Never closed: the wait ends with a permit.
+        let permit = sem.clone().acquire_owned().await.ok();
+        Slot {
+            slots: self.clone(),
+            host,
+            sem,
+            permit,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.permit = None;
+        let mut hosts = self.slots.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are made under this lock: the map's and ours mean nobody
+        // else holds or waits for this host.
+        if Arc::strong_count(&self.sem) == 2 {
+            hosts.remove(&self.host);
+        }
+    }
 }
 
 impl HttpTracker {
@@ -86,7 +150,10 @@ impl HttpTracker {
         Ok(HttpTracker {
             client,
             max_body: config.max_body,
-            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
+            slots: Slots {
+                max: config.max_concurrent.max(1),
+                hosts: Arc::default(),
+            },
         })
     }
 
@@ -116,8 +183,7 @@ impl HttpTracker {
     /// status is an error, unless its body is a bencoded `failure reason`
     /// (some trackers send those with a 4xx status).
     async fn get(&self, url: &str) -> Result<Vec<u8>, AnnounceError> {
-        // The semaphore is never closed; the request waits for a slot.
-        let _slot = self.slots.acquire().await.ok();
+        let _slot = self.slots.take(url).await;
         let mut response = self.client.get(url).send().await?;
         let status = response.status();
         let too_large = AnnounceError::BodyTooLarge {
@@ -412,6 +478,56 @@ mod tests {
         assert!(ran.is_ok(), "announces did not all finish");
         assert_eq!(most.load(Ordering::SeqCst), 2);
         server.abort();
+    }
+
+    /// The bound is per tracker host: a tracker that holds every slot does
+    /// not hold up another one, and its entry goes once it is idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_tracker_holds_up_only_its_own_announces() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}/announce", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                conns.push(s);
+            }
+        });
+        let (base, _) = serve(|_, _| ok(b"d8:intervali60e5:peers0:e")).await;
+        let t = HttpTracker::new(&HttpConfig {
+            max_concurrent: 1,
+            timeout: Duration::from_secs(60),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        let stuck = {
+            let (t, url) = (t.clone(), silent_url.clone());
+            tokio::spawn(async move { t.announce(&url, &request()).await })
+        };
+        // The silent host's one slot is taken (bounded wait).
+        timeout(BOUND, async {
+            loop {
+                let taken = t
+                    .slots
+                    .hosts
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .any(|s| s.available_permits() == 0);
+                if taken {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the silent tracker was never asked");
+        let r = timeout(BOUND, t.announce(&format!("{base}/announce"), &request()))
+            .await
+            .expect("held up by another tracker");
+        assert_eq!(r.unwrap().interval, 60);
+        assert_eq!(t.slots.hosts.lock().unwrap().len(), 1, "idle host kept");
+        stuck.abort();
+        held.abort();
     }
 
     #[tokio::test]
