@@ -7,6 +7,9 @@
 # run, into transmission-daemon and qbittorrent-nox (Debian's packages),
 # each through its own HTTP API. For each client:
 #   - load: adding all N and the first check (reported, not compared);
+#   - stop: seconds from SIGTERM until the process has exited (saving its
+#     state), each of the R stops (a '!' when it had to be killed after
+#     60 s);
 #   - restart: stopped (SIGTERM) and started again R times (default 2):
 #     seconds from the start of the process until all N seed (no full
 #     recheck: each client has its resume data);
@@ -160,9 +163,26 @@ EOF
     fi
 }
 
+# stop_timed PID: SIGTERM, then up to 60 s for the exit (SIGKILL after);
+# sets STOP_T to the seconds it took, with a '!' when it had to be killed.
+# Not in a subshell: only this shell can reap its child (a zombie still
+# answers kill -0; `alive` reads its state).
+stop_timed() {
+    local pid=$1 i t0 mark=
+    t0=$(date +%s.%N)
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 1200; i++)); do
+        alive "$pid" || break
+        sleep 0.05
+    done
+    alive "$pid" && mark='!'
+    stop "$pid"
+    STOP_T=$(awk -v a="$t0" -v b="$(date +%s.%N)" -v m="$mark" 'BEGIN { printf "%.2f%s", b - a, m }')
+}
+
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A LOAD RESTART RESTARTS RSS CPU_U CPU_S LIST VERSION
+declare -A LOAD RESTART RESTARTS STOP STOPS RSS CPU_U CPU_S LIST VERSION
 for c in "${LIST_CLIENTS[@]}"; do
     case $c in
     essaim) VERSION[$c]=$("$ESSAIM" --version) ;;
@@ -178,8 +198,11 @@ for c in "${LIST_CLIENTS[@]}"; do
     $PY "$DRV" wait "$c" "$URL" "$N" 3600 >/dev/null || die "$c: not all seeding"
     LOAD[$c]=$((SECONDS - SECONDS_START))
     times=()
+    stops=()
     for ((r = 1; r <= RUNS; r++)); do
-        stop "$PID"
+        stop_timed "$PID"
+        say "$c: stop $r: exited after $STOP_T s"
+        stops+=("$STOP_T")
         # From the start of the process until all seed.
         t0=$(date +%s.%N)
         "start_$c"
@@ -190,6 +213,8 @@ for c in "${LIST_CLIENTS[@]}"; do
     done
     RESTARTS[$c]=${times[*]}
     RESTART[$c]=$(printf '%s\n' "${times[@]}" | median)
+    STOPS[$c]=${stops[*]}
+    STOP[$c]=$(printf '%s\n' "${stops[@]}" | tr -d '!' | median)
     sleep 10 # settle: the announces of the start are done
     read -r u0 s0 < <(cpu_split "$PID")
     say "$c: idle for $IDLE s"
@@ -208,9 +233,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; 
     for c in "${LIST_CLIENTS[@]}"; do echo "$c: ${VERSION[$c]}"; done
     echo "torrents: $N of $SIZE bytes, data present, one local tracker (30 min interval)"
     echo
-    printf '%-13s %9s %22s %12s %22s %10s\n' client "load (s)" "restart->seeding (s)" "idle RSS" "idle CPU ${IDLE}s u+s" "list (s)"
+    printf '%-13s %9s %18s %22s %12s %22s %10s\n' client "load (s)" "stop (s)" "restart->seeding (s)" "idle RSS" "idle CPU ${IDLE}s u+s" "list (s)"
     for c in "${LIST_CLIENTS[@]}"; do
-        printf '%-13s %9s %10s (%s) %8.1f MiB %10s (%s+%s) %10s\n' "$c" "${LOAD[$c]}" "${RESTART[$c]}" \
+        printf '%-13s %9s %6s (%s) %10s (%s) %8.1f MiB %10s (%s+%s) %10s\n' "$c" "${LOAD[$c]}" \
+            "${STOP[$c]}" "${STOPS[$c]// /, }" "${RESTART[$c]}" \
             "${RESTARTS[$c]// /, }" "$(awk -v k="${RSS[$c]}" 'BEGIN { print k / 1024 }')" \
             "$(awk -v u="${CPU_U[$c]}" -v s="${CPU_S[$c]}" 'BEGIN { printf "%.2f", u + s }')" \
             "${CPU_U[$c]}" "${CPU_S[$c]}" "${LIST[$c]}"
@@ -220,7 +246,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; 
         echo "essaim / other (below 1.00: essaim is lower):"
         for c in "${LIST_CLIENTS[@]}"; do
             [[ $c == essaim ]] && continue
-            printf '  vs %-12s restart %s  RSS %s  CPU %s  list %s\n' "$c" \
+            printf '  vs %-12s stop %s  restart %s  RSS %s  CPU %s  list %s\n' "$c" \
+                "$(ratio "${STOP[essaim]}" "${STOP[$c]}")" \
                 "$(ratio "${RESTART[essaim]}" "${RESTART[$c]}")" \
                 "$(ratio "${RSS[essaim]}" "${RSS[$c]}")" \
                 "$(ratio "$(awk -v u="${CPU_U[essaim]}" -v s="${CPU_S[essaim]}" 'BEGIN { print u + s }')" \
