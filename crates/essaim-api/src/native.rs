@@ -81,6 +81,7 @@ fn torrent(api: &Api, id: TorrentId) -> ApiResult<TorrentDto> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Every field of every torrent (as `GET /torrents/{id}`), not only
@@ -302,6 +303,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveParams {
     /// Delete the torrent's files too.

@@ -476,6 +476,22 @@ async fn metrics_and_openapi() {
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing");
     }
+    // A path parameter is one the path template names; the rest are in
+    // the query (a query parameter documented as in the path is one no
+    // client can send).
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                if param["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: `{name}` in the path"
+                    );
+                }
+            }
+        }
+    }
     n.stop().await;
 }
 
