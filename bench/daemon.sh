@@ -106,27 +106,8 @@ start_transmission() {
         T_RPC=$(free_port)
         local peer
         peer=$(free_port)
-        cat >"$conf/settings.json" <<EOF
-{
-  "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
-  "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
-  "utp-enabled": false, "port-forwarding-enabled": false,
-  "peer-port": $peer, "peer-port-random-on-start": false,
-  "peer-limit-global": 500, "peer-limit-per-torrent": 50,
-  "rpc-enabled": true, "rpc-bind-address": "127.0.0.1", "rpc-port": $T_RPC,
-  "rpc-authentication-required": false,
-  "rpc-whitelist-enabled": true, "rpc-whitelist": "127.0.0.1",
-  "rpc-host-whitelist-enabled": false,
-  "download-dir": "$DATA", "incomplete-dir-enabled": false,
-  "speed-limit-down-enabled": false, "speed-limit-up-enabled": false,
-  "alt-speed-enabled": false,
-  "download-queue-enabled": false, "seed-queue-enabled": false,
-  "queue-stalled-enabled": false,
-  "ratio-limit-enabled": false, "idle-seeding-limit-enabled": false,
-  "blocklist-enabled": false, "start-added-torrents": true,
-  "message-level": 1
-}
-EOF
+        tr_settings "$conf/settings.json" "$DATA" 127.0.0.1 "$T_RPC" "$peer" \
+            '"peer-limit-global": 500, "peer-limit-per-torrent": 50,'
     fi
     spawn transmission transmission-daemon -f -g "$conf"
     PID=$SPAWNED

@@ -210,27 +210,23 @@ EOF
 
 # ---- Transmission ---------------------------------------------------------
 
-# tr_start NAME DOWNLOAD_DIR BIND_ADDR: a transmission-daemon with its own
-# config folder, peer port on BIND_ADDR, RPC on 127.0.0.1, no DHT/LPD/PEX/uTP,
-# no limits or queues; torrents added start at once (existing data in
-# DOWNLOAD_DIR is verified first). Sets TR_RPC and TR_PID.
-tr_start() {
-    local name=$1 dir=$2 bind=$3 conf=$WORK/$1-config peer
-    TR_RPC=$(free_port)
-    peer=$(free_port)
-    mkdir -p "$conf" "$dir"
-    cat >"$conf/settings.json" <<EOF
+# tr_settings FILE DOWNLOAD_DIR BIND_ADDR RPC_PORT PEER_PORT [EXTRA]: a
+# transmission-daemon settings.json: peer port on BIND_ADDR, RPC on
+# 127.0.0.1 without auth, no DHT/LPD/PEX/uTP, no limits or queues, torrents
+# added start at once. EXTRA: more `"key": value,` pairs.
+tr_settings() {
+    cat >"$1" <<EOF
 {
-  "bind-address-ipv4": "$bind", "bind-address-ipv6": "::1",
+  "bind-address-ipv4": "$3", "bind-address-ipv6": "::1",
   "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
   "utp-enabled": false, "port-forwarding-enabled": false,
-  "peer-port": $peer, "peer-port-random-on-start": false,
-  "rpc-enabled": true, "rpc-bind-address": "127.0.0.1", "rpc-port": $TR_RPC,
+  "peer-port": $5, "peer-port-random-on-start": false,${6:+
+  $6}
+  "rpc-enabled": true, "rpc-bind-address": "127.0.0.1", "rpc-port": $4,
   "rpc-authentication-required": false,
   "rpc-whitelist-enabled": true, "rpc-whitelist": "127.0.0.1",
   "rpc-host-whitelist-enabled": false,
-  "download-dir": "$dir", "incomplete-dir-enabled": false,
-  "encryption": 0,
+  "download-dir": "$2", "incomplete-dir-enabled": false,
   "speed-limit-down-enabled": false, "speed-limit-up-enabled": false,
   "alt-speed-enabled": false,
   "download-queue-enabled": false, "seed-queue-enabled": false,
@@ -240,6 +236,18 @@ tr_start() {
   "message-level": 1
 }
 EOF
+}
+
+# tr_start NAME DOWNLOAD_DIR BIND_ADDR: a transmission-daemon with its own
+# config folder, peer port on BIND_ADDR, RPC on 127.0.0.1, no DHT/LPD/PEX/uTP,
+# no limits or queues; torrents added start at once (existing data in
+# DOWNLOAD_DIR is verified first). Sets TR_RPC and TR_PID.
+tr_start() {
+    local name=$1 dir=$2 bind=$3 conf=$WORK/$1-config peer
+    TR_RPC=$(free_port)
+    peer=$(free_port)
+    mkdir -p "$conf" "$dir"
+    tr_settings "$conf/settings.json" "$dir" "$bind" "$TR_RPC" "$peer" '"encryption": 0,'
     spawn "$name" transmission-daemon -f -g "$conf"
     TR_PID=$SPAWNED
     wait_until 30 "transmission-daemon RPC" transmission-remote "127.0.0.1:$TR_RPC" -l

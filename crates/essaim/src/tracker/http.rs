@@ -256,6 +256,20 @@ mod tests {
         (base, count)
     }
 
+    /// A tracker that accepts connections and never answers: its announce
+    /// URL, and the task holding the connections (abort it at the end).
+    async fn silent() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/announce", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                conns.push(s);
+            }
+        });
+        (url, held)
+    }
+
     fn ok(body: &[u8]) -> Vec<u8> {
         let mut r = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -394,15 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn silent_server_times_out() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/announce", listener.local_addr().unwrap());
-        // Accepts, never answers; the listener stays alive for the test.
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                conns.push(s);
-            }
-        });
+        let (url, held) = silent().await;
         let started = tokio::time::Instant::now();
         let err = timeout(
             BOUND,
@@ -484,14 +490,7 @@ mod tests {
     /// not hold up another one, and its entry goes once it is idle.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_silent_tracker_holds_up_only_its_own_announces() {
-        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_url = format!("http://{}/announce", silent.local_addr().unwrap());
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((s, _)) = silent.accept().await {
-                conns.push(s);
-            }
-        });
+        let (silent_url, held) = silent().await;
         let (base, _) = serve(|_, _| ok(b"d8:intervali60e5:peers0:e")).await;
         let t = HttpTracker::new(&HttpConfig {
             max_concurrent: 1,
